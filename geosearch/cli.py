@@ -1,0 +1,189 @@
+"""The `geosearch` command: parses options, calls the engine, prints. No logic of its own."""
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import click
+import geopandas as gpd
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from geosearch import __version__
+from geosearch.bands import parse_bands
+from geosearch.config import load_config
+from geosearch.data import shipped_scenes
+from geosearch.errors import GeosearchError, SceneError
+from geosearch.export import check_output_path, write_features
+from geosearch.grid import EdgeMode
+from geosearch.scene import find_scenes
+from geosearch.tiling import DEFAULT_MIN_VALID, DEFAULT_TILE_SIZE, Survey, TilingOptions, survey
+
+log = logging.getLogger("geosearch")
+stderr = Console(stderr=True)
+
+
+class _Group(click.Group):
+    """Turns a GeosearchError anywhere below into click's one-line 'Error: …' and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GeosearchError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="geosearch")
+@click.option("-v", "--verbose", is_flag=True, help="Also show GDAL's own warnings and debug messages.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Search satellite and aerial archives by what the land looks like."""
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("rasterio").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+    ctx.default_map = load_config()
+
+
+def _bands(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return parse_bands(value)
+    except GeosearchError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def tiling_options(command: Callable) -> Callable:
+    """The options that say how scenes are cut, shared by every command that reads scenes."""
+    options = [
+        click.option("--tile-size", type=click.IntRange(min=8), default=DEFAULT_TILE_SIZE, show_default=True,
+                     envvar="GEOSEARCH_TILE_SIZE", help="Tile side in pixels of the tiling grid."),
+        click.option("--stride", type=click.IntRange(min=1), envvar="GEOSEARCH_STRIDE",
+                     help="Step between tiles in pixels; less than --tile-size makes tiles overlap. "
+                          "[default: tile size]"),
+        click.option("--edge", type=click.Choice([mode.value for mode in EdgeMode]), default=EdgeMode.SHIFT.value,
+                     show_default=True, envvar="GEOSEARCH_EDGE",
+                     help="Edge tiles: shift inward to end on the edge, pad with nodata, or drop."),
+        click.option("--gsd", type=click.FloatRange(min=0, min_open=True), envvar="GEOSEARCH_GSD",
+                     help="Resample to this ground sampling distance in metres. [default: native]"),
+        click.option("--bands", callback=_bands, metavar="B[,G,B]",
+                     help="1-based bands to show as red,green,blue, or one band as grey. [default: RGB by colour "
+                          "interpretation or band description, else 1,2,3]"),
+        click.option("--nodata", type=float, help="Treat this value as nodata (overrides the file's)."),
+        click.option("--min-valid", type=click.FloatRange(0, 1), default=DEFAULT_MIN_VALID, show_default=True,
+                     envvar="GEOSEARCH_MIN_VALID", help="Skip tiles with a smaller fraction of valid pixels."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _tiling(kwargs: dict) -> TilingOptions:
+    return TilingOptions(
+        tile_size=kwargs["tile_size"],
+        stride=kwargs["stride"],
+        edge=EdgeMode(kwargs["edge"]),
+        gsd=kwargs["gsd"],
+        bands=kwargs["bands"],
+        nodata=kwargs["nodata"],
+        min_valid=kwargs["min_valid"],
+    )
+
+
+def _advance(progress: Progress, task: TaskID, done: int, total: int) -> None:
+    progress.update(task, completed=done, total=total)
+
+
+def _survey_all(paths: list[str], options: TilingOptions, quiet: bool) -> tuple[list[Survey], list[SceneError]]:
+    """Survey each scene with a progress bar; a bad scene is reported and the rest go on."""
+    surveys, failures = [], []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=stderr, disable=quiet, transient=True) as progress:
+        scenes = progress.add_task("scenes", total=len(paths))
+        for path in paths:
+            tiles = progress.add_task(Path(path).name, total=None)
+            try:
+                surveys.append(survey(path, options, partial(_advance, progress, tiles)))
+            except SceneError as error:
+                failures.append(error)
+                stderr.print(f"[red]error:[/red] {error}", markup=True, highlight=False, soft_wrap=True)
+            progress.remove_task(tiles)
+            progress.advance(scenes)
+    return surveys, failures
+
+
+def _report(surveys: list[Survey], failures: list[SceneError], seconds: float, out: Path | None, as_json: bool,
+            quiet: bool) -> None:
+    kept = sum(int(s.kept.sum()) for s in surveys)
+    skipped = sum(int((~s.kept).sum()) for s in surveys)
+    if as_json:
+        click.echo(json.dumps({
+            "scenes": [s.scene | {"tiles": len(s.grid), "kept": int(s.kept.sum())} for s in surveys],
+            "failed": [{"path": f.path, "error": f.problem} for f in failures],
+            "tiles_kept": kept, "tiles_skipped": skipped, "seconds": round(seconds, 3),
+            "out": str(out) if out else None,
+        }, indent=2))
+        return
+    if quiet:
+        return
+    for s in surveys:
+        scene = s.scene
+        click.echo(f"{Path(scene['path']).name}: {int(s.kept.sum())} tiles kept, {int((~s.kept).sum())} skipped "
+                   f"({scene['crs']}, {s.grid.gsd_m:.3g} m, bands {scene['bands']}, "
+                   f"stretch {scene['stretch']['source']})")
+    rate = (kept + skipped) / seconds if seconds > 0 else 0.0
+    failed = f", {len(failures)} failed" if failures else ""
+    click.echo(f"{len(surveys)} scene(s){failed}: {kept} tiles kept, {skipped} skipped, "
+               f"{seconds:.1f} s ({rate:.0f} tiles/s)")
+    if out:
+        click.echo(f"wrote {out}")
+
+
+def _tile(paths: list[str], options: TilingOptions, out: Path | None, include_skipped: bool, as_json: bool,
+          quiet: bool) -> None:
+    start = time.perf_counter()
+    surveys, failures = _survey_all(paths, options, quiet or as_json)
+    if out and surveys:
+        frame = pd.concat([s.to_frame(include_skipped) for s in surveys], ignore_index=True)
+        write_features(gpd.GeoDataFrame(frame, geometry="geometry", crs=4326), out)
+    _report(surveys, failures, time.perf_counter() - start, out if surveys else None, as_json, quiet)
+    if failures:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.argument("scenes", nargs=-1, required=True)
+@click.option("-r", "--recursive", is_flag=True, help="Look for rasters in subdirectories of directory arguments.")
+@tiling_options
+@click.option("-o", "--out", type=click.Path(dir_okay=False), help="Write the tiles to .geojson, .gpkg or .parquet.")
+@click.option("--include-skipped", is_flag=True, help="Also write skipped tiles, with kept=false.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars, no summary.")
+def tile(scenes: tuple[str, ...], recursive: bool, out: str | None, include_skipped: bool, as_json: bool,
+         quiet: bool, **kwargs) -> None:
+    """Cut SCENES (files, or directories of rasters) into tiles and report the grid with footprints."""
+    out_path = check_output_path(out) if out else None
+    paths = find_scenes(list(scenes), recursive)
+    if not paths:
+        raise GeosearchError(f"no rasters found in {', '.join(scenes)}")
+    _tile(paths, _tiling(kwargs), out_path, include_skipped, as_json, quiet)
+
+
+@cli.command()
+@click.option("--out-dir", type=click.Path(file_okay=False), default="geosearch-demo", show_default=True,
+              help="Where the demo writes its results.")
+def demo(out_dir: str) -> None:
+    """Tile the scenes shipped with geosearch and write their tile grid as GeoJSON."""
+    directory = Path(out_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [str(p) for p in shipped_scenes()]
+    _tile(paths, TilingOptions(), directory / "tiles.geojson", include_skipped=True, as_json=False, quiet=False)
+    click.echo("open it in QGIS (or any GIS) over the scenes in " + str(Path(paths[0]).parent))
+
+
+def main() -> None:
+    cli(prog_name="geosearch")

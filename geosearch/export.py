@@ -1,0 +1,40 @@
+"""Writing features: GeoJSON (RFC 7946), GeoPackage or GeoParquet, chosen by the file's extension."""
+
+import os
+from pathlib import Path
+
+import geopandas as gpd
+
+from geosearch.errors import GeosearchError
+
+FORMATS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".parquet": "GeoParquet"}
+
+
+def check_output_path(path: str | Path) -> Path:
+    """Fail before any work if the output could not be written: unknown extension or missing directory."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise GeosearchError(f"{path}: unknown output format; use one of {', '.join(FORMATS)}")
+    if not path.parent.is_dir():
+        raise GeosearchError(f"{path}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise GeosearchError(f"{path}: directory {path.parent} is not writable")
+    return path
+
+
+def write_features(frame: gpd.GeoDataFrame, path: str | Path) -> Path:
+    """Write atomically: the features go to a temporary file that replaces `path` only once complete."""
+    path = check_output_path(path)
+    tmp = path.with_name(f".{path.name}.partial{path.suffix}")
+    fmt = FORMATS[path.suffix.lower()]
+    try:
+        if fmt == "GeoParquet":
+            frame.to_parquet(tmp)
+        elif fmt == "GeoJSON":
+            frame.to_crs(4326).to_file(tmp, driver="GeoJSON", layer=path.stem, RFC7946="YES")
+        else:
+            frame.to_file(tmp, driver=fmt, layer=path.stem)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,267 @@
+"""A scene opened for tiling: validated, its bands chosen, its ground resolution known, its stretch fixed.
+
+All raster I/O goes through rasterio. Reads are windowed, and GDAL's block cache is capped while a scene is
+open (unless the user set GDAL_CACHEMAX), so memory does not grow with the size of the scene.
+"""
+
+import hashlib
+import os
+import re
+import warnings
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from math import ceil
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from pyproj import Geod, Transformer
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.io import DatasetReaderBase
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from geosearch.bands import resolve_bands
+from geosearch.errors import GeosearchError, SceneError
+from geosearch.stretch import DEFAULT_PERCENTILES, Stretch
+
+RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt", ".jp2", ".img", ".nc", ".hdf", ".h5", ".ntf", ".dt2", ".ecw"})
+GDAL_CACHE_BYTES = 256 * 2**20  # rasterio passes GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB
+MAX_UPSAMPLING = 16  # --gsd finer than 1/16 of the native resolution is almost surely a typo
+STRETCH_SIDE = 1024  # the whole scene is read at most this many pixels across to measure its stretch...
+STRETCH_WHOLE_MAX_PIXELS = 4096 * 4096  # ...when it has overviews or is no larger than this; else windows are sampled
+STRETCH_SAMPLE_GRID = 8  # 8 × 8 evenly spread full-resolution windows
+STRETCH_SAMPLE_SIDE = 256
+_WGS84_GEOD = Geod(ellps="WGS84")
+
+
+def find_scenes(paths: list[str], recursive: bool = False) -> list[str]:
+    """Expand directories into the rasters they hold (by suffix); other paths pass through for GDAL to judge."""
+    found: list[str] = []
+    for path in paths:
+        if not os.path.isdir(path):
+            found.append(path)
+            continue
+        candidates = Path(path).rglob("*") if recursive else Path(path).iterdir()
+        found.extend(str(p) for p in sorted(candidates) if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
+    return found
+
+
+def ground_resolution(dataset: DatasetReaderBase) -> tuple[float, float]:
+    """Metres on the ground per pixel along a row and down a column, measured geodesically at the scene centre.
+
+    Right in any CRS: degrees, US survey feet, or Web Mercator (whose "metres" stretch with latitude).
+    """
+    col, row = dataset.width / 2, dataset.height / 2
+    xs, ys = zip(*(dataset.transform @ point for point in ((col, row), (col + 1, row), (col, row + 1))), strict=True)
+    lon, lat = Transformer.from_crs(dataset.crs, "EPSG:4326", always_xy=True).transform(xs, ys)
+    _, _, along_row = _WGS84_GEOD.inv(lon[0], lat[0], lon[1], lat[1])
+    _, _, down_column = _WGS84_GEOD.inv(lon[0], lat[0], lon[2], lat[2])
+    return float(along_row), float(down_column)
+
+
+def scene_id_of(path: str, dataset: DatasetReaderBase) -> str:
+    """A stable id: the file's stem and a digest of its georeferencing, shape and size, so moving it keeps the id."""
+    size = os.path.getsize(path) if os.path.isfile(path) else 0
+    signature = (dataset.crs.to_wkt(), tuple(dataset.transform)[:6], dataset.shape, dataset.count, dataset.dtypes, size)
+    digest = hashlib.sha1(repr(signature).encode()).hexdigest()[:10]
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', Path(path).stem)}-{digest}"
+
+
+def read_masked(
+    dataset: DatasetReaderBase,
+    bands: tuple[int, ...],
+    window: Window | None = None,
+    out_shape: tuple[int, int] | None = None,
+    nodata: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels (3, H, W) in the file's dtype and a (H, W) validity mask.
+
+    A pixel is valid where any chosen band is: by `nodata` when given (a value the file does not declare),
+    else by GDAL's masks (declared nodata, alpha band or mask band). Non-finite floats are never valid.
+    """
+    shape = (len(bands), *out_shape) if out_shape else None
+    pixels = dataset.read(bands, window=window, out_shape=shape)
+    if nodata is not None:
+        valid = (pixels != nodata).any(axis=0)
+    elif all(MaskFlags.all_valid in dataset.mask_flag_enums[band - 1] for band in bands):
+        valid = np.ones(pixels.shape[1:], dtype=bool)
+    else:
+        valid = (dataset.read_masks(bands, window=window, out_shape=shape) > 0).any(axis=0)
+    if pixels.dtype.kind == "f":
+        valid &= np.isfinite(pixels).all(axis=0)
+    return pixels, valid
+
+
+def _measure_stretch(
+    dataset: DatasetReaderBase, bands: tuple[int, ...], nodata: float | None, percentiles: tuple[float, float]
+) -> Stretch:
+    """Percentile limits for the whole scene: from overviews (or a full read of a small scene), else a window sample."""
+    if all(dataset.dtypes[band - 1] == "uint8" for band in bands):
+        return Stretch.identity()
+    if dataset.overviews(bands[0]) or dataset.width * dataset.height <= STRETCH_WHOLE_MAX_PIXELS:
+        scale = max(1.0, max(dataset.width, dataset.height) / STRETCH_SIDE)
+        out_shape = (max(1, round(dataset.height / scale)), max(1, round(dataset.width / scale)))
+        pixels, valid = read_masked(dataset, bands, out_shape=out_shape, nodata=nodata)
+        source = "overviews" if dataset.overviews(bands[0]) else "whole"
+        return Stretch.from_samples([band[valid] for band in pixels], percentiles, source)
+    side = STRETCH_SAMPLE_SIDE
+    rows = np.linspace(0, dataset.height - side, STRETCH_SAMPLE_GRID).astype(int)
+    cols = np.linspace(0, dataset.width - side, STRETCH_SAMPLE_GRID).astype(int)
+    samples: list[list[np.ndarray]] = [[] for _ in bands]
+    for row in rows:
+        for col in cols:
+            pixels, valid = read_masked(dataset, bands, Window(col, row, side, side), nodata=nodata)
+            for channel, band in zip(samples, pixels, strict=True):
+                channel.append(band[valid])
+    return Stretch.from_samples([np.concatenate(channel) for channel in samples], percentiles, "sample")
+
+
+def _resampled_view(
+    dataset: DatasetReaderBase, ground: tuple[float, float], gsd: float, nodata: float | None
+) -> WarpedVRT:
+    """The scene on a grid of `gsd` metre pixels, same CRS and origin, resampled on the fly by GDAL's warper."""
+    fx, fy = gsd / ground[0], gsd / ground[1]
+    if min(fx, fy) < 1 / MAX_UPSAMPLING:
+        raise GeosearchError(
+            f"--gsd {gsd:g} m would upsample this {min(ground):.3g} m scene more than {MAX_UPSAMPLING}×; "
+            "choose a coarser --gsd"
+        )
+    return WarpedVRT(
+        dataset,
+        crs=dataset.crs,
+        transform=dataset.transform @ Affine.scale(fx, fy),
+        width=max(1, ceil(dataset.width / fx)),
+        height=max(1, ceil(dataset.height / fy)),
+        resampling=Resampling.average if min(fx, fy) > 1 else Resampling.bilinear,
+        src_nodata=dataset.nodata if nodata is None else nodata,
+        add_alpha=True,
+    )
+
+
+@dataclass
+class Scene:
+    """An open scene. `grid` is what tiles are cut from: the file itself, or a view of it resampled to a GSD."""
+
+    path: str
+    scene_id: str
+    dataset: DatasetReaderBase
+    grid: DatasetReaderBase
+    bands: tuple[int, int, int]
+    gsd_m: float
+    native_gsd_m: float
+    stretch: Stretch
+    nodata_override: float | None  # a nodata value the user gave that the file does not declare
+    _exit: ExitStack = field(repr=False)
+
+    @property
+    def nodata(self) -> float | None:
+        """The value that marks nodata in the file, given or declared."""
+        return self.dataset.nodata if self.nodata_override is None else self.nodata_override
+
+    def read(self, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """A size × size window of `grid` at (row, col), padded with invalid pixels where it leaves the grid."""
+        r0, c0 = max(row, 0), max(col, 0)
+        r1, c1 = min(row + size, self.grid.height), min(col + size, self.grid.width)
+        # On the resampled view the warper's alpha band already marks a given nodata; on the file, values do.
+        value_nodata = self.nodata_override if self.grid is self.dataset else None
+        try:
+            if (r0, c0, r1, c1) == (row, col, row + size, col + size):
+                return read_masked(self.grid, self.bands, Window(col, row, size, size), nodata=value_nodata)
+            pixels = np.zeros((3, size, size), dtype=self.grid.dtypes[self.bands[0] - 1])
+            valid = np.zeros((size, size), dtype=bool)
+            if r1 > r0 and c1 > c0:
+                inner = (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
+                pixels[(slice(None), *inner)], valid[inner] = read_masked(
+                    self.grid, self.bands, Window(c0, r0, c1 - c0, r1 - r0), nodata=value_nodata
+                )
+            return pixels, valid
+        except RasterioError as error:
+            problem = f"cannot read pixels at row {row}, col {col} (truncated or corrupt?): {error}"
+            raise SceneError(self.path, problem) from None
+
+    def summary(self) -> dict:
+        return {
+            "scene_id": self.scene_id,
+            "path": self.path,
+            "crs": self.dataset.crs.to_string(),
+            "width": self.dataset.width,
+            "height": self.dataset.height,
+            "band_count": self.dataset.count,
+            "dtype": self.dataset.dtypes[0],
+            "bands": list(self.bands),
+            "nodata": self.nodata,
+            "native_gsd_m": round(self.native_gsd_m, 4),
+            "gsd_m": round(self.gsd_m, 4),
+            "stretch": self.stretch.to_dict(),
+        }
+
+    def close(self) -> None:
+        self._exit.close()
+
+    def __enter__(self) -> "Scene":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_georeferenced(path: str, dataset: DatasetReaderBase) -> None:
+    if dataset.crs is None and dataset.gcps[0]:
+        raise SceneError(path, "georeferenced by ground control points only; warp it onto a grid first (gdalwarp)")
+    if dataset.crs is None:
+        raise SceneError(path, "has no CRS; assign one first (gdal_edit.py -a_srs EPSG:…)")
+    if dataset.transform.is_identity:
+        raise SceneError(path, "has no geotransform, so its pixels have no place on the ground")
+
+
+def open_scene(
+    path: str,
+    *,
+    bands: tuple[int, ...] | None = None,
+    gsd: float | None = None,
+    nodata: float | None = None,
+    stretch: Stretch | None = None,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+) -> Scene:
+    """Open and check a scene. `nodata` overrides the file's own; `stretch` reuses a recorded one."""
+    stack = ExitStack()
+    try:
+        if "GDAL_CACHEMAX" not in os.environ:
+            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                dataset = stack.enter_context(rasterio.open(path))
+        except RasterioError as error:
+            raise SceneError(path, f"cannot be opened as a raster: {error}") from None
+        _check_georeferenced(path, dataset)
+        try:
+            chosen = resolve_bands(dataset, bands)
+            ground = ground_resolution(dataset)
+            native_gsd = (ground[0] + ground[1]) / 2
+            override = nodata if nodata is not None and nodata != dataset.nodata else None
+            grid = dataset if gsd is None else stack.enter_context(_resampled_view(dataset, ground, gsd, nodata))
+            if stretch is None:
+                stretch = _measure_stretch(dataset, chosen, override, percentiles)
+        except GeosearchError as error:
+            raise SceneError(path, str(error)) from None
+        except RasterioError as error:
+            raise SceneError(path, f"cannot be read (truncated or corrupt?): {error}") from None
+        return Scene(
+            path=path,
+            scene_id=scene_id_of(path, dataset),
+            dataset=dataset,
+            grid=grid,
+            bands=chosen,
+            gsd_m=gsd if gsd is not None else native_gsd,
+            native_gsd_m=native_gsd,
+            stretch=stretch,
+            nodata_override=override,
+            _exit=stack,
+        )
+    except BaseException:
+        stack.close()
+        raise

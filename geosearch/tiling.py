@@ -1,0 +1,172 @@
+"""Scene → tiles: a grid plan with footprints (no pixels read), then a stream of stretched, masked tiles."""
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import geopandas as gpd
+import numpy as np
+from pyproj import CRS
+from rasterio.windows import Window
+
+from geosearch.errors import GeosearchError, SceneError
+from geosearch.footprints import WGS84, Footprints, grid_footprints
+from geosearch.grid import EdgeMode, tile_offsets
+from geosearch.scene import Scene, open_scene
+from geosearch.stretch import DEFAULT_PERCENTILES, Stretch
+
+DEFAULT_TILE_SIZE = 256
+DEFAULT_MIN_VALID = 0.5  # a tile at least half real data still shows what the land looks like
+FOOTPRINT_TOLERANCE = 0.1  # footprint edges in lon/lat stay within a tenth of a pixel of the true edge
+log = logging.getLogger(__name__)
+_TILE_NAMESPACE = uuid.UUID("6f1d6a52-63c3-4f0e-9d0b-7d1f3c0b9a41")
+
+
+@dataclass(frozen=True)
+class TilingOptions:
+    """How scenes are cut. Sizes are in pixels of the tiling grid (the native grid, or the `gsd` grid)."""
+
+    tile_size: int = DEFAULT_TILE_SIZE
+    stride: int | None = None  # default: tile_size, no overlap
+    edge: EdgeMode = EdgeMode.SHIFT
+    gsd: float | None = None  # metres; None keeps the native resolution
+    bands: tuple[int, ...] | None = None  # 1-based; None picks RGB (bands.default_bands)
+    nodata: float | None = None  # overrides the file's nodata value
+    min_valid: float = DEFAULT_MIN_VALID
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+
+    @property
+    def step(self) -> int:
+        return self.stride or self.tile_size
+
+    def open(self, path: str, stretch: Stretch | None = None) -> Scene:
+        return open_scene(
+            path, bands=self.bands, gsd=self.gsd, nodata=self.nodata, stretch=stretch, percentiles=self.percentiles
+        )
+
+
+def tile_id(scene_id: str, row: int, col: int, tile_size: int, gsd_m: float) -> str:
+    """Deterministic UUID of a tile, so that cutting a scene again names its tiles the same."""
+    return str(uuid.uuid5(_TILE_NAMESPACE, f"{scene_id}/{row}/{col}/{tile_size}/{gsd_m:.6g}"))
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Where a scene's tiles lie: (row, col) offsets on the tiling grid and their footprints."""
+
+    scene_id: str
+    scene_path: str
+    crs: CRS
+    tile_size: int
+    stride: int
+    gsd_m: float
+    offsets: np.ndarray  # (N, 2) row, col
+    footprints: Footprints
+    tile_ids: list[str] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def window(self, index: int) -> Window:
+        row, col = self.offsets[index]
+        return Window(int(col), int(row), self.tile_size, self.tile_size)
+
+    def to_frame(self, valid_fraction: np.ndarray, kept: np.ndarray | None = None) -> gpd.GeoDataFrame:
+        """The tiles as features in EPSG:4326: footprint geometry plus window, GSD and valid fraction."""
+        select = slice(None) if kept is None else kept
+        offsets = self.offsets[select]
+        n = len(offsets)
+        return gpd.GeoDataFrame(
+            {
+                "tile_id": np.asarray(self.tile_ids)[select],
+                "scene_id": [self.scene_id] * n,
+                "scene_path": [self.scene_path] * n,
+                "crs": [self.crs.to_string()] * n,
+                "row": offsets[:, 0],
+                "col": offsets[:, 1],
+                "width": [self.tile_size] * n,
+                "height": [self.tile_size] * n,
+                "stride": [self.stride] * n,
+                "gsd_m": [round(self.gsd_m, 4)] * n,
+                "valid_fraction": np.round(valid_fraction[select], 4),
+                "centroid_lon": self.footprints.centroid[select, 0],
+                "centroid_lat": self.footprints.centroid[select, 1],
+            },
+            geometry=self.footprints.wgs84[select],
+            crs=WGS84,
+        )
+
+
+def plan_grid(scene: Scene, options: TilingOptions) -> TileGrid:
+    """Every tile's place and footprint; nothing is read but the scene's header."""
+    try:
+        offsets = tile_offsets(scene.grid.width, scene.grid.height, options.tile_size, options.step, options.edge)
+    except GeosearchError as error:
+        raise SceneError(scene.path, str(error)) from None
+    return TileGrid(
+        scene_id=scene.scene_id,
+        scene_path=scene.path,
+        crs=CRS.from_user_input(scene.grid.crs),
+        tile_size=options.tile_size,
+        stride=options.step,
+        gsd_m=scene.gsd_m,
+        offsets=offsets,
+        footprints=grid_footprints(
+            scene.grid.transform, scene.grid.crs, offsets, options.tile_size, FOOTPRINT_TOLERANCE * scene.gsd_m
+        ),
+        tile_ids=[tile_id(scene.scene_id, int(r), int(c), options.tile_size, scene.gsd_m) for r, c in offsets],
+    )
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile's pixels: (3, S, S) uint8 after the scene's stretch, nodata set to 0."""
+
+    index: int  # into the TileGrid
+    pixels: np.ndarray
+    valid_fraction: float
+    kept: bool  # valid_fraction reaches the threshold
+
+
+def read_tiles(scene: Scene, grid: TileGrid, min_valid: float = DEFAULT_MIN_VALID) -> Iterator[Tile]:
+    """Read, mask and stretch each tile of the grid in order; one tile in memory at a time."""
+    for index, (row, col) in enumerate(grid.offsets):
+        raw, valid = scene.read(int(row), int(col), grid.tile_size)
+        pixels = scene.stretch.apply(raw)
+        pixels[:, ~valid] = 0
+        valid_fraction = float(valid.mean())
+        yield Tile(index=index, pixels=pixels, valid_fraction=valid_fraction, kept=valid_fraction >= min_valid)
+
+
+@dataclass(frozen=True)
+class Survey:
+    """A scene's whole grid with each tile's valid fraction: what `geosearch tile` reports."""
+
+    scene: dict  # Scene.summary()
+    grid: TileGrid
+    valid_fraction: np.ndarray
+    kept: np.ndarray  # bool, valid_fraction >= min_valid
+
+    def to_frame(self, include_skipped: bool = False) -> gpd.GeoDataFrame:
+        frame = self.grid.to_frame(self.valid_fraction, None if include_skipped else self.kept)
+        if include_skipped:
+            frame["kept"] = self.kept
+        return frame
+
+
+def survey(path: str, options: TilingOptions, on_tile: Callable[[int, int], None] | None = None) -> Survey:
+    """Cut one scene and measure every tile's valid fraction. `on_tile(done, total)` reports progress."""
+    with options.open(path) as scene:
+        grid = plan_grid(scene, options)
+        valid_fraction = np.empty(len(grid))
+        for tile in read_tiles(scene, grid, options.min_valid):
+            valid_fraction[tile.index] = tile.valid_fraction
+            if on_tile:
+                on_tile(tile.index + 1, len(grid))
+        summary = scene.summary()
+    kept = valid_fraction >= options.min_valid
+    if not kept.any():
+        reason = "all nodata" if not valid_fraction.any() else f"no tile is at least {options.min_valid:.0%} valid"
+        log.warning("%s: %s; it yields no tiles", path, reason)
+    return Survey(scene=summary, grid=grid, valid_fraction=valid_fraction, kept=kept)
