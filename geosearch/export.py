@@ -31,7 +31,7 @@ def write_features(frame: gpd.GeoDataFrame, path: str | Path) -> Path:
         if fmt == "GeoParquet":
             frame.to_parquet(tmp)
         elif fmt == "GeoJSON":
-            frame.to_crs(4326).to_file(tmp, driver="GeoJSON", layer=path.stem, RFC7946="YES")
+            frame.to_crs(4326).to_file(tmp, driver="GeoJSON", layer=path.stem, RFC7946="YES", WRITE_BBOX="YES")
         else:
             frame.to_file(tmp, driver=fmt, layer=path.stem)
         os.replace(tmp, path)

@@ -20,15 +20,6 @@ def grid_of(path, options=OPTIONS):
         return plan_grid(scene, options)
 
 
-def shared_or_shipped(shared_scenes_dir=None):
-    paths = [str(p) for p in shipped_scenes()]
-    if shared_scenes_dir:
-        paths += [str(shared_scenes_dir / name) for name in
-                  ("rmnp_rgb_epsg4326.tif", "landsat7_nc_5band_epsg32119_28m.tif",
-                   "landsat7_etm_6band_olinda_utm25s_28m.tif", "rgbn_4band_utm18n_5m.tif")]
-    return paths
-
-
 def check_corners(path):
     grid = grid_of(path)
     with rasterio.open(path) as dataset:
