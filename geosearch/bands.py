@@ -2,6 +2,7 @@
 
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from rasterio.enums import ColorInterp
 from rasterio.io import DatasetReaderBase
@@ -22,20 +23,27 @@ def _band_by_description(descriptions: Sequence[str | None], colour: str) -> int
     return None
 
 
-def default_bands(dataset: DatasetReaderBase) -> tuple[int, int, int]:
+class BandChoice(NamedTuple):
+    """The band indexes read as red, green, blue, and what the choice rests on."""
+
+    indexes: tuple[int, int, int]
+    source: str  # "colorinterp", "descriptions", "assumed" (bands 1-3, no hint), "grey", or "given"
+
+
+def default_bands(dataset: DatasetReaderBase) -> BandChoice:
     """Red, green, blue from the colour interpretation, else from band descriptions, else the first three bands.
 
     A scene with fewer than three bands (and no RGB) is shown as grey from its first band.
     """
     interp = list(dataset.colorinterp)
     if all(colour in interp for colour in RGB_INTERP):
-        return tuple(interp.index(colour) + 1 for colour in RGB_INTERP)  # type: ignore[return-value]
+        return BandChoice(tuple(interp.index(colour) + 1 for colour in RGB_INTERP), "colorinterp")  # type: ignore[arg-type]
     by_name = [_band_by_description(dataset.descriptions, colour) for colour in RGB_NAMES]
     if None not in by_name:
-        return tuple(by_name)  # type: ignore[return-value]
+        return BandChoice(tuple(by_name), "descriptions")  # type: ignore[arg-type]
     if dataset.count >= 3:
-        return (1, 2, 3)
-    return (1, 1, 1)
+        return BandChoice((1, 2, 3), "assumed")
+    return BandChoice((1, 1, 1), "grey")
 
 
 def parse_bands(text: str) -> tuple[int, ...]:
@@ -49,7 +57,7 @@ def parse_bands(text: str) -> tuple[int, ...]:
     return bands
 
 
-def resolve_bands(dataset: DatasetReaderBase, requested: Sequence[int] | None) -> tuple[int, int, int]:
+def resolve_bands(dataset: DatasetReaderBase, requested: Sequence[int] | None) -> BandChoice:
     """The three band indexes to read: the requested ones (checked against the scene) or the default choice."""
     if requested is None:
         return default_bands(dataset)
@@ -59,7 +67,7 @@ def resolve_bands(dataset: DatasetReaderBase, requested: Sequence[int] | None) -
                 f"band {band} is out of range: the scene has {dataset.count} band(s), 1 to {dataset.count}"
             )
     if len(requested) == 1:
-        return (requested[0],) * 3  # type: ignore[return-value]
+        return BandChoice((requested[0],) * 3, "given")  # type: ignore[arg-type]
     if len(requested) != 3:
         raise GeosearchError(f"{len(requested)} bands requested: give one band (grey) or three (red, green, blue)")
-    return tuple(requested)  # type: ignore[return-value]
+    return BandChoice(tuple(requested), "given")  # type: ignore[arg-type]

@@ -3,7 +3,7 @@
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -17,6 +17,13 @@ from geosearch import __version__
 from geosearch.bands import parse_bands
 from geosearch.config import load_config
 from geosearch.data import shipped_scenes
+from geosearch.embed import DEFAULT_BATCH_SIZE, EmbeddedBatch, PlannedScene, embed_scenes, gather, plan_scene
+from geosearch.encoder.backbones import BACKBONES
+from geosearch.encoder.checkpoint import Checkpoint, save_checkpoint
+from geosearch.encoder.default import open_model
+from geosearch.encoder.device import DEVICES, describe_device, resolve_device
+from geosearch.encoder.pooling import POOLINGS
+from geosearch.encoder.pretrained import WEIGHT_SETS, pretrained_encoder
 from geosearch.errors import GeosearchError, SceneError
 from geosearch.export import check_output_path, write_features
 from geosearch.grid import EdgeMode
@@ -94,6 +101,13 @@ def _tiling(kwargs: dict) -> TilingOptions:
     )
 
 
+PROGRESS_COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+
+
+def _print_error(error: Exception) -> None:
+    stderr.print(f"[red]error:[/red] {error}", markup=True, highlight=False, soft_wrap=True)
+
+
 def _advance(progress: Progress, task: TaskID, done: int, total: int) -> None:
     progress.update(task, completed=done, total=total)
 
@@ -101,8 +115,7 @@ def _advance(progress: Progress, task: TaskID, done: int, total: int) -> None:
 def _survey_all(paths: list[str], options: TilingOptions, quiet: bool) -> tuple[list[Survey], list[SceneError]]:
     """Survey each scene with a progress bar; a bad scene is reported and the rest go on."""
     surveys, failures = [], []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=stderr, disable=quiet, transient=True) as progress:
+    with Progress(*PROGRESS_COLUMNS, console=stderr, disable=quiet, transient=True) as progress:
         scenes = progress.add_task("scenes", total=len(paths))
         for path in paths:
             tiles = progress.add_task(Path(path).name, total=None)
@@ -110,7 +123,7 @@ def _survey_all(paths: list[str], options: TilingOptions, quiet: bool) -> tuple[
                 surveys.append(survey(path, options, partial(_advance, progress, tiles)))
             except SceneError as error:
                 failures.append(error)
-                stderr.print(f"[red]error:[/red] {error}", markup=True, highlight=False, soft_wrap=True)
+                _print_error(error)
             progress.remove_task(tiles)
             progress.advance(scenes)
     return surveys, failures
@@ -183,6 +196,159 @@ def demo(out_dir: str) -> None:
     paths = [str(p) for p in shipped_scenes()]
     _tile(paths, TilingOptions(), directory / "tiles.geojson", include_skipped=True, as_json=False, quiet=False)
     click.echo("open it in QGIS (or any GIS) over the scenes in " + str(Path(paths[0]).parent))
+
+
+def model_options(command: Callable) -> Callable:
+    """The options that say which model embeds, and where."""
+    options = [
+        click.option("--model", "model_spec", default="default", show_default=True, envvar="GEOSEARCH_MODEL",
+                     help="A checkpoint file, or 'default'."),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                     envvar="GEOSEARCH_DEVICE", help="Where to run the encoder; auto takes CUDA when present."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True),
+        click.option("--workers", type=click.IntRange(min=0),
+                     help="Tile-reading processes. [default: 1 on CPU, cores - 1 (max 8) on CUDA]"),
+        click.option("--compile", "compile_model", is_flag=True, help="torch.compile the encoder (pays on long runs)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _plan(paths: list[str], options: TilingOptions) -> tuple[list[PlannedScene], list[SceneError]]:
+    planned, failures = [], []
+    for path in paths:
+        try:
+            planned.append(plan_scene(path, options))
+        except SceneError as error:
+            failures.append(error)
+            _print_error(error)
+            continue
+        if planned[-1].summary["band_source"] == "assumed":
+            log.warning("%s: no colour interpretation or band names; bands 1, 2, 3 are taken as red, green, blue "
+                        "(choose others with --bands)", path)
+    return planned, failures
+
+
+def _track(results: Iterator, progress: Progress, task: TaskID) -> Iterator:
+    for result in results:
+        if isinstance(result, EmbeddedBatch):
+            progress.advance(task, result.read)
+        yield result
+
+
+@cli.command()
+@click.argument("scenes", nargs=-1, required=True)
+@click.option("-r", "--recursive", is_flag=True, help="Look for rasters in subdirectories of directory arguments.")
+@tiling_options
+@model_options
+@click.option("-o", "--out", type=click.Path(dir_okay=False), required=True,
+              help="GeoParquet file: one row per kept tile, its footprint, window and vector.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars, no summary.")
+def embed(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str, batch_size: int,
+          workers: int | None, compile_model: bool, out: str, as_json: bool, quiet: bool, **kwargs) -> None:
+    """Embed the tiles of SCENES and write their vectors with footprints to a GeoParquet file."""
+    out_path = check_output_path(out)
+    if out_path.suffix.lower() != ".parquet":
+        raise GeosearchError(f"{out_path}: embeddings are written as GeoParquet; use a .parquet file")
+    paths = find_scenes(list(scenes), recursive)
+    if not paths:
+        raise GeosearchError(f"no rasters found in {', '.join(scenes)}")
+    checkpoint = open_model(model_spec)
+    torch_device = resolve_device(device)
+    options = _tiling(kwargs)
+    if not (quiet or as_json):
+        click.echo(f"model {checkpoint.model_id} ({checkpoint.config.dim}-d) on {describe_device(torch_device)}")
+    start = time.perf_counter()
+    planned, failures = _plan(paths, options)
+    results = embed_scenes(checkpoint.encoder(), planned, options, torch_device, batch_size, workers, compile_model)
+    with Progress(*PROGRESS_COLUMNS, console=stderr, disable=quiet or as_json, transient=True) as progress:
+        task = progress.add_task("tiles", total=sum(len(p.grid) for p in planned))
+        done, failed = gather(_track(results, progress, task), planned)
+    for error in failed:
+        _print_error(error)
+    failures += failed
+    seconds = time.perf_counter() - start
+    embedded = sum(len(s.indexes) for s in done)
+    read = sum(len(s.planned.grid) for s in done)
+    if done:
+        frame = pd.concat([s.to_frame(checkpoint.model_id) for s in done], ignore_index=True)
+        write_features(gpd.GeoDataFrame(frame, geometry="geometry", crs=4326), out_path)
+    summary = {"model_id": checkpoint.model_id, "device": describe_device(torch_device), "scenes": len(done),
+               "failed": [{"path": f.path, "error": f.problem} for f in failures], "tiles_embedded": embedded,
+               "tiles_skipped": read - embedded, "seconds": round(seconds, 3),
+               "tiles_per_s": round(embedded / seconds, 2) if seconds else None, "out": str(out_path) if done else None}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    elif not quiet:
+        failed_text = f", {len(failures)} failed" if failures else ""
+        click.echo(f"{len(done)} scene(s){failed_text}: {embedded} tiles embedded, {read - embedded} skipped, "
+                   f"{seconds:.1f} s ({summary['tiles_per_s']} tiles/s)")
+        if done:
+            click.echo(f"wrote {out_path}")
+    if failures:
+        raise click.exceptions.Exit(1)
+
+
+@cli.group()
+def model() -> None:
+    """Encoders: list what is available, inspect a checkpoint, make one from pretrained weights."""
+
+
+@model.command("info")
+@click.argument("checkpoint", default="default")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def model_info(checkpoint: str, as_json: bool) -> None:
+    """Print a checkpoint's model id, architecture, input, normalisation, bands and provenance."""
+    info = open_model(checkpoint).info()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        click.echo(f"{key:>16}: {json.dumps(value) if isinstance(value, dict | list) else value}")
+
+
+@model.command("list")
+def model_list() -> None:
+    """Backbones and the pretrained weights available for them."""
+    for name, spec in BACKBONES.items():
+        weights = [ws.split(":")[1] for ws in WEIGHT_SETS if ws.startswith(name + ":")]
+        available = ", ".join(weights) or "-"
+        click.echo(f"{name:<20} {spec.channels:>5} channels  weights: {available}  ({spec.description})")
+
+
+def _dim(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | str | None:
+    if value is None:
+        return "keep"
+    if value == "none":
+        return None
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    raise click.BadParameter("give a positive number of dimensions, or 'none' for no projection")
+
+
+@model.command("init")
+@click.option("--backbone", type=click.Choice(list(BACKBONES)), required=True)
+@click.option("--weights", help="imagenet, geoembed-v3, a state dict file (torchvision or timm layout), or none.")
+@click.option("--pooling", type=click.Choice(POOLINGS), help="[default: that of the weights, else gem]")
+@click.option("--dim", callback=_dim, help="Linear projection to this many dimensions, or 'none'. "
+                                           "[default: that of the weights]")
+@click.option("--input-size", type=click.IntRange(min=32),
+              help="Side tiles are resized to. [default: that of the weights]")
+@click.option("--half", is_flag=True, help="Store the weights as float16 (half the file size).")
+@click.option("-o", "--out", type=click.Path(dir_okay=False), required=True)
+def model_init(backbone: str, weights: str | None, pooling: str | None, dim: int | str | None, input_size: int | None,
+               half: bool, out: str) -> None:
+    """Write a checkpoint from pretrained weights (or random ones), ready for `embed` and for training."""
+    overrides = {"pooling": pooling, "input_size": input_size}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if dim != "keep":
+        overrides["embedding_dim"] = dim
+    encoder, initial = pretrained_encoder(backbone, None if weights in (None, "none") else weights, **overrides)
+    checkpoint = Checkpoint.of(encoder, {"initial_weights": initial, "training": None}, half=half)
+    path = save_checkpoint(checkpoint, out)
+    click.echo(f"wrote {path}: {checkpoint.model_id} ({checkpoint.config.dim}-d)")
 
 
 def main() -> None:

@@ -14,3 +14,6 @@ class SceneError(GeosearchError):
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem
+
+    def __reduce__(self):  # so that it crosses from a reader process intact
+        return (SceneError, (self.path, self.problem))

@@ -150,6 +150,7 @@ class Scene:
     dataset: DatasetReaderBase
     grid: DatasetReaderBase
     bands: tuple[int, int, int]
+    band_source: str  # bands.BandChoice.source
     gsd_m: float
     native_gsd_m: float
     stretch: Stretch
@@ -192,6 +193,7 @@ class Scene:
             "band_count": self.dataset.count,
             "dtype": self.dataset.dtypes[0],
             "bands": list(self.bands),
+            "band_source": self.band_source,
             "nodata": self.nodata,
             "native_gsd_m": round(self.native_gsd_m, 4),
             "gsd_m": round(self.gsd_m, 4),
@@ -239,7 +241,7 @@ def open_scene(
             raise SceneError(path, f"cannot be opened as a raster: {error}") from None
         _check_georeferenced(path, dataset)
         try:
-            chosen = resolve_bands(dataset, bands)
+            chosen, band_source = resolve_bands(dataset, bands)
             ground = ground_resolution(dataset)
             native_gsd = (ground[0] + ground[1]) / 2
             override = nodata if nodata is not None and nodata != dataset.nodata else None
@@ -256,6 +258,7 @@ def open_scene(
             dataset=dataset,
             grid=grid,
             bands=chosen,
+            band_source=band_source,
             gsd_m=gsd if gsd is not None else native_gsd,
             native_gsd_m=native_gsd,
             stretch=stretch,

@@ -2,7 +2,7 @@
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -129,9 +129,12 @@ class Tile:
     kept: bool  # valid_fraction reaches the threshold
 
 
-def read_tiles(scene: Scene, grid: TileGrid, min_valid: float = DEFAULT_MIN_VALID) -> Iterator[Tile]:
-    """Read, mask and stretch each tile of the grid in order; one tile in memory at a time."""
-    for index, (row, col) in enumerate(grid.offsets):
+def read_tiles(
+    scene: Scene, grid: TileGrid, min_valid: float = DEFAULT_MIN_VALID, indexes: Iterable[int] | None = None
+) -> Iterator[Tile]:
+    """Read, mask and stretch tiles of the grid (all, or those at `indexes`) in order; one in memory at a time."""
+    for index in range(len(grid)) if indexes is None else indexes:
+        row, col = grid.offsets[index]
         raw, valid = scene.read(int(row), int(col), grid.tile_size)
         pixels = scene.stretch.apply(raw)
         pixels[:, ~valid] = 0

@@ -9,12 +9,14 @@ import pytest
 from geosearch.data import AERIAL_3857, LANDSAT8_224077
 from support import write_mosaic_vrt, write_repeated_geotiff
 
+# VmHWM is the peak of this process's own address space. ru_maxrss would not do: Linux carries it across
+# fork and exec, so a child started from a large parent (pytest, with models loaded) would report the parent's peak.
 CHILD = """
-import json, resource, sys
+import json, re, sys
 from geosearch.tiling import TilingOptions, survey
 result = survey(sys.argv[1], TilingOptions())
-print(json.dumps({"tiles": len(result.grid), "kept": int(result.kept.sum()),
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+peak_kb = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+print(json.dumps({"tiles": len(result.grid), "kept": int(result.kept.sum()), "peak_mb": peak_kb / 1024}))
 """
 BASELINE_MB = 300  # interpreter, numpy, rasterio, pyproj, shapely, geopandas
 GDAL_CACHE_MB = 256  # geosearch caps GDAL's block cache while a scene is open
