@@ -4,16 +4,19 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
 import click
 import geopandas as gpd
 import pandas as pd
+import shapely
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from geosearch import __version__
+from geosearch.acquired import parse_date
 from geosearch.bands import parse_bands
 from geosearch.config import load_config
 from geosearch.data import shipped_scenes
@@ -27,7 +30,10 @@ from geosearch.encoder.pretrained import WEIGHT_SETS, pretrained_encoder
 from geosearch.errors import GeosearchError, SceneError
 from geosearch.export import check_output_path, write_features
 from geosearch.grid import EdgeMode
+from geosearch.index import index_scenes
 from geosearch.scene import find_scenes
+from geosearch.store import open_backend
+from geosearch.store.archive import Archive
 from geosearch.tiling import DEFAULT_MIN_VALID, DEFAULT_TILE_SIZE, Survey, TilingOptions, survey
 
 log = logging.getLogger("geosearch")
@@ -349,6 +355,136 @@ def model_init(backbone: str, weights: str | None, pooling: str | None, dim: int
     checkpoint = Checkpoint.of(encoder, {"initial_weights": initial, "training": None}, half=half)
     path = save_checkpoint(checkpoint, out)
     click.echo(f"wrote {path}: {checkpoint.model_id} ({checkpoint.config.dim}-d)")
+
+
+def store_options(command: Callable) -> Callable:
+    """Where the archive lives: the embedded store (a folder), or a Qdrant server."""
+    options = [
+        click.option("--store", type=click.Path(file_okay=False), envvar="GEOSEARCH_STORE",
+                     help="Folder of the embedded Qdrant Edge store. [default: ~/.local/share/geosearch/store]"),
+        click.option("--qdrant-url", envvar="GEOSEARCH_QDRANT_URL",
+                     help="A Qdrant server or cluster (http[s]://…), or file:///DIR for qdrant-client's local mode."),
+        click.option("--api-key", envvar="GEOSEARCH_QDRANT_API_KEY", help="API key of the Qdrant server."),
+        click.option("--collection", default="tiles", show_default=True, envvar="GEOSEARCH_COLLECTION",
+                     help="Collection (one embedding space) within the store."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@contextmanager
+def _archive(store: str | None, qdrant_url: str | None, api_key: str | None, collection: str,
+             model_id: str | None = None, dim: int | None = None) -> Iterator[Archive]:
+    with open_backend(store, qdrant_url, api_key) as backend:
+        yield Archive.open(backend, collection, model_id, dim)
+
+
+@cli.command()
+@click.argument("scenes", nargs=-1, required=True)
+@click.option("-r", "--recursive", is_flag=True, help="Look for rasters in subdirectories of directory arguments.")
+@tiling_options
+@model_options
+@store_options
+@click.option("--acquired", default="auto", show_default=True,
+              help="Acquisition date (2020-05-18) for every scene, or 'auto': from tags, else the file name.")
+@click.option("--force", is_flag=True, help="Index again scenes that are complete already.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars, no summary.")
+def index(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str, batch_size: int,
+          workers: int | None, compile_model: bool, store: str | None, qdrant_url: str | None, api_key: str | None,
+          collection: str, acquired: str, force: bool, as_json: bool, quiet: bool, **kwargs) -> None:
+    """Tile, embed and store SCENES in the archive; scenes complete already are left as they are."""
+    paths = find_scenes(list(scenes), recursive)
+    if not paths:
+        raise GeosearchError(f"no rasters found in {', '.join(scenes)}")
+    given = None if acquired == "auto" else parse_date(acquired)
+    checkpoint = open_model(model_spec)
+    torch_device = resolve_device(device)
+    options = _tiling(kwargs)
+    start = time.perf_counter()
+    with _archive(store, qdrant_url, api_key, collection, checkpoint.model_id, checkpoint.config.dim) as archive:
+        if not (quiet or as_json):
+            click.echo(f"model {checkpoint.model_id} on {describe_device(torch_device)}, "
+                       f"store {archive.backend.location} ({collection})")
+        planned, failures = _plan(paths, options)
+        with Progress(*PROGRESS_COLUMNS, console=stderr, disable=quiet or as_json, transient=True) as progress:
+            task = progress.add_task("tiles", total=sum(len(p.grid) for p in planned))
+            report = index_scenes(archive, checkpoint, planned, options, torch_device, acquired=given,
+                                  auto_acquired=acquired == "auto", force=force, batch_size=batch_size,
+                                  workers=workers, compile=compile_model,
+                                  on_tiles=lambda n: progress.advance(task, n))
+        tiles_in_store = archive.tile_count()
+    for error in report.failed:
+        _print_error(error)
+    failures += report.failed
+    seconds = time.perf_counter() - start
+    summary = {"indexed": len(report.indexed), "unchanged": len(report.unchanged), "failed": len(failures),
+               "tiles_stored": report.tiles_stored, "tiles_skipped": report.tiles_skipped,
+               "tiles_in_store": tiles_in_store, "seconds": round(seconds, 3),
+               "tiles_per_s": round(report.tiles_stored / seconds, 2) if seconds else None}
+    if as_json:
+        click.echo(json.dumps(summary | {"errors": [{"path": f.path, "error": f.problem} for f in failures]}, indent=2))
+    elif not quiet:
+        click.echo(f"{summary['indexed']} scene(s) indexed, {summary['unchanged']} unchanged, {len(failures)} failed: "
+                   f"{report.tiles_stored} tiles stored, {report.tiles_skipped} skipped, {seconds:.1f} s "
+                   f"({summary['tiles_per_s']} tiles/s); {tiles_in_store} tiles in the store")
+    if failures:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@store_options
+@click.option("--geojson", type=click.Path(dir_okay=False), help="Write the scenes' footprints to this file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the scene records as JSON.")
+def scenes(store: str | None, qdrant_url: str | None, api_key: str | None, collection: str, geojson: str | None,
+           as_json: bool) -> None:
+    """List the archive's scenes: status, tile count, acquisition date, path."""
+    out = check_output_path(geojson) if geojson else None
+    with _archive(store, qdrant_url, api_key, collection) as archive:
+        records = archive.scenes()
+    if out:
+        frame = gpd.GeoDataFrame(
+            [{key: r.get(key) for key in ("scene_id", "path", "status", "tiles", "acquired", "crs", "gsd_m",
+                                           "model_id", "indexed_at")} for r in records],
+            geometry=[shapely.geometry.shape(r["footprint"]) for r in records], crs=4326)
+        write_features(frame, out)
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    for r in records:
+        click.echo(f"{r['status']:<9} {r['tiles']:>7} tiles  {(r.get('acquired') or '-')[:10]:<10}  {r['path']}  "
+                   f"({r['scene_id']})")
+    click.echo(f"{len(records)} scene(s)" + (f"; wrote {out}" if out else ""))
+
+
+@cli.command()
+@click.argument("scene")
+@store_options
+def remove(scene: str, store: str | None, qdrant_url: str | None, api_key: str | None, collection: str) -> None:
+    """Remove SCENE (its id, or its path) and all of its tiles from the archive."""
+    with _archive(store, qdrant_url, api_key, collection) as archive:
+        matches = [r for r in archive.scenes()
+                   if scene in (r["scene_id"], r["path"]) or Path(r["path"]).resolve() == Path(scene).resolve()]
+        if not matches:
+            raise GeosearchError(f"no scene {scene!r} in the archive; `geosearch scenes` lists them")
+        for record in matches:
+            tiles = archive.remove_scene(record["scene_id"])
+            click.echo(f"removed {record['path']} ({record['scene_id']}): {tiles} tiles")
+
+
+@cli.command()
+@store_options
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def stats(store: str | None, qdrant_url: str | None, api_key: str | None, collection: str, as_json: bool) -> None:
+    """The archive at a glance: store, model, scenes by status, tiles."""
+    with _archive(store, qdrant_url, api_key, collection) as archive:
+        info = archive.stats()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        click.echo(f"{key:>16}: {value}")
 
 
 def main() -> None:

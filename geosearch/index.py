@@ -1,0 +1,141 @@
+"""Scenes → archive: skip the complete ones, embed the rest, store their tiles batch by batch, and mark each
+scene complete only once all of its tiles are stored (store/archive.py says why that is crash-safe)."""
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import rasterio
+import shapely
+import torch
+
+from geosearch.acquired import acquired_of
+from geosearch.embed import EmbeddedBatch, PlannedScene, SceneFailure, embed_scenes
+from geosearch.encoder.checkpoint import Checkpoint
+from geosearch.errors import GeosearchError, SceneError
+from geosearch.store.archive import Archive
+from geosearch.tiling import TilingOptions
+
+# Qdrant Edge writes through memory-mapped files: on a full disk the kernel kills the process (SIGBUS) before any
+# error can be raised, so space is checked before writing. Per tile: the vector in its segment and in the WAL,
+# and the payload (footprint included) twice; plus room for new WAL files (32 MB each) and segment growth.
+PAYLOAD_BYTES = 4096
+HEADROOM_BYTES = 192 * 2**20
+
+
+def check_space(archive: Archive, tiles: int) -> None:
+    free = archive.backend.free_bytes()
+    needed = tiles * (archive.dim * 4 * 2 + PAYLOAD_BYTES) + HEADROOM_BYTES
+    if free is not None and free < needed:
+        raise GeosearchError(
+            f"{archive.backend.location}: {free / 2**20:.0f} MiB free, but storing {tiles} tiles needs about "
+            f"{needed / 2**20:.0f} MiB; free some space or use another --store (nothing was written)"
+        )
+
+
+@dataclass
+class IndexReport:
+    indexed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)  # complete already, left as they were
+    failed: list[SceneError] = field(default_factory=list)
+    tiles_stored: int = 0
+    tiles_skipped: int = 0  # below --min-valid
+
+
+def _geojson(geometries: np.ndarray) -> list[dict]:
+    return [json.loads(text) for text in shapely.to_geojson(geometries)]
+
+
+def scene_record(planned: PlannedScene, tiling: TilingOptions, model_id: str, acquired: datetime | None) -> dict:
+    footprint = shapely.union_all(planned.grid.footprints.wgs84)
+    return planned.summary | {
+        "model_id": model_id, "acquired": acquired.isoformat() if acquired else None,
+        "footprint": json.loads(shapely.to_geojson(footprint)), "tile_count_planned": len(planned.grid),
+        "tiling": {"tile_size": tiling.tile_size, "stride": tiling.step, "edge": str(tiling.edge), "gsd": tiling.gsd,
+                   "min_valid": tiling.min_valid, "nodata": tiling.nodata},
+    }
+
+
+def tile_payloads(planned: PlannedScene, record: dict, batch: EmbeddedBatch) -> tuple[list[str], list[dict]]:
+    grid, i = planned.grid, batch.indexes
+    ids = [grid.tile_ids[j] for j in i]
+    footprints, bbox, centroid = grid.footprints.wgs84[i], grid.footprints.bbox[i], grid.footprints.centroid[i]
+    common = {"scene_id": grid.scene_id, "scene_path": grid.scene_path, "crs": grid.crs.to_string(),
+              "width": grid.tile_size, "height": grid.tile_size, "tile_size": grid.tile_size, "stride": grid.stride,
+              "gsd_m": round(grid.gsd_m, 4), "model_id": record["model_id"]}
+    if record["acquired"]:
+        common["acquired"] = record["acquired"]
+    payloads = [
+        common | {"row": int(grid.offsets[j, 0]), "col": int(grid.offsets[j, 1]), "footprint": footprint,
+                  "centroid": {"lon": float(c[0]), "lat": float(c[1])}, "min_lon": float(b[0]),
+                  "min_lat": float(b[1]), "max_lon": float(b[2]), "max_lat": float(b[3]),
+                  "valid_fraction": round(float(v), 4)}
+        for j, footprint, b, c, v in zip(i, _geojson(footprints), bbox, centroid, batch.valid_fraction, strict=True)
+    ]
+    return ids, payloads
+
+
+def acquisition(planned: PlannedScene, given: datetime | None, auto: bool) -> datetime | None:
+    if given or not auto:
+        return given
+    with rasterio.open(planned.path) as dataset:
+        return acquired_of(planned.path, dataset)
+
+
+def index_scenes(
+    archive: Archive,
+    checkpoint: Checkpoint,
+    scenes: list[PlannedScene],
+    tiling: TilingOptions,
+    device: torch.device,
+    *,
+    acquired: datetime | None = None,
+    auto_acquired: bool = True,
+    force: bool = False,
+    batch_size: int = 64,
+    workers: int | None = None,
+    compile: bool = False,
+    on_tiles: Callable[[int], None] | None = None,
+) -> IndexReport:
+    """Index scenes that are not complete in the archive yet (all of them with `force`)."""
+    report = IndexReport()
+    pending = []
+    for planned in scenes:
+        record = archive.scene(planned.grid.scene_id)
+        if record and record["status"] == "complete" and not force:
+            report.unchanged.append(planned.path)
+        else:
+            pending.append(planned)
+    check_space(archive, sum(len(p.grid) for p in pending))
+    records = [scene_record(p, tiling, checkpoint.model_id, acquisition(p, acquired, auto_acquired)) for p in pending]
+    for record in records:
+        archive.begin_scene(record)
+    read = [0] * len(pending)
+    stored = [0] * len(pending)
+    failed: set[int] = set()
+    results = embed_scenes(checkpoint.encoder(), pending, tiling, device, batch_size, workers, compile)
+    for result in results:
+        s = result.scene
+        if isinstance(result, SceneFailure):
+            if s not in failed:
+                failed.add(s)
+                report.failed.append(result.error)
+                archive.fail_scene(records[s], result.error.problem)
+            continue
+        if s in failed:
+            continue
+        if len(result.indexes):
+            ids, payloads = tile_payloads(pending[s], records[s], result)
+            archive.add_tiles(ids, result.vectors, payloads)
+        read[s] += result.read
+        stored[s] += len(result.indexes)
+        if on_tiles:
+            on_tiles(result.read)
+        if read[s] == len(pending[s].grid):
+            archive.complete_scene(records[s], stored[s])
+            report.indexed.append(pending[s].path)
+            report.tiles_stored += stored[s]
+            report.tiles_skipped += read[s] - stored[s]
+    return report

@@ -1,0 +1,121 @@
+"""The archive: one embedding space in a store, i.e. a tiles collection and the records of its scenes.
+
+A collection records the model id of its vectors and refuses another model's. A scene is written in three
+steps, so that no crash can leave a scene marked complete that is not:
+1. its record is set to "indexing" and any tiles it already has are deleted;
+2. its tiles are upserted (point ids are deterministic, so a repeated upsert never duplicates);
+3. once every tile is stored and counted, its record is set to "complete".
+A run that dies anywhere before 3 leaves the scene "indexing", and the next run starts it again from 1.
+"""
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import numpy as np
+
+from geosearch.errors import GeosearchError
+from geosearch.store.backend import Backend
+from geosearch.store.filters import HasId, Match, where
+
+TILE_INDEXES = {"scene_id": "keyword", "model_id": "keyword", "centroid": "geo", "min_lon": "float",
+                "min_lat": "float", "max_lon": "float", "max_lat": "float", "acquired": "datetime"}
+RECORD_INDEXES = {"kind": "keyword", "scene_id": "keyword", "status": "keyword"}
+_NAMESPACE = uuid.UUID("0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17")
+_RECORD_VECTOR = np.ones((1, 1), dtype=np.float32)  # scene records carry payload only
+
+
+def _record_id(key: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, key))
+
+
+class Archive:
+    """Tiles of one model in `collection`, scene records in `collection`__scenes."""
+
+    def __init__(self, backend: Backend, collection: str, model_id: str, dim: int):
+        self.backend, self.collection, self.model_id, self.dim = backend, collection, model_id, dim
+        self.records = f"{collection}__scenes"
+
+    @classmethod
+    def open(cls, backend: Backend, collection: str, model_id: str | None = None, dim: int | None = None) -> "Archive":
+        """Open a collection; with a model id and dim, create it if missing and refuse it if it holds another model."""
+        meta_id = _record_id(f"collection:{collection}")
+        if backend.has_collection(collection) and backend.has_collection(f"{collection}__scenes"):
+            meta = backend.payloads(f"{collection}__scenes", [meta_id]).get(meta_id)
+            if meta is None:
+                raise GeosearchError(f"collection {collection!r} in {backend.location} was not made by geosearch")
+            if model_id is not None and meta["model_id"] != model_id:
+                raise GeosearchError(
+                    f"collection {collection!r} in {backend.location} holds vectors of model {meta['model_id']}; "
+                    f"this run uses {model_id}: use that model, or another --collection"
+                )
+            return cls(backend, collection, meta["model_id"], meta["dim"])
+        if model_id is None or dim is None:
+            raise GeosearchError(f"{backend.location} has no collection {collection!r}; index some scenes first")
+        backend.create_collection(collection, dim, TILE_INDEXES)
+        backend.create_collection(f"{collection}__scenes", 1, RECORD_INDEXES)
+        meta = {"kind": "collection", "collection": collection, "model_id": model_id, "dim": dim,
+                "created": datetime.now(UTC).isoformat()}
+        backend.upsert(f"{collection}__scenes", [meta_id], _RECORD_VECTOR, [meta])
+        backend.flush()
+        return cls(backend, collection, model_id, dim)
+
+    def scene(self, scene_id: str) -> dict | None:
+        record_id = _record_id(f"scene:{scene_id}")
+        return self.backend.payloads(self.records, [record_id]).get(record_id)
+
+    def scenes(self) -> list[dict]:
+        return sorted((p for _, p in self.backend.scroll(self.records, where(Match("kind", "scene")))),
+                      key=lambda record: record["path"])
+
+    def _put_record(self, record: dict) -> None:
+        self.backend.upsert(self.records, [_record_id(f"scene:{record['scene_id']}")], _RECORD_VECTOR, [record])
+        self.backend.flush()
+
+    def begin_scene(self, record: dict) -> None:
+        """Step 1: mark the scene as being indexed and clear whatever tiles it has."""
+        self._put_record(record | {"kind": "scene", "status": "indexing", "tiles": 0})
+        self.backend.delete(self.collection, where(Match("scene_id", record["scene_id"])))
+        self.backend.flush()
+
+    def add_tiles(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
+        """Step 2."""
+        if vectors.shape[1] != self.dim:
+            raise GeosearchError(f"{vectors.shape[1]}-d vectors for a {self.dim}-d collection {self.collection!r}")
+        self.backend.upsert(self.collection, ids, vectors, payloads)
+
+    def complete_scene(self, record: dict, expected: int) -> None:
+        """Step 3: mark the scene complete once exactly its `expected` tiles are stored."""
+        self.backend.flush()
+        stored = self.tile_count(record["scene_id"])
+        if stored != expected:
+            raise GeosearchError(f"{record['path']}: {stored} tiles stored, {expected} expected; index it again")
+        self._put_record(record | {"kind": "scene", "status": "complete", "tiles": stored,
+                                   "indexed_at": datetime.now(UTC).isoformat()})
+
+    def fail_scene(self, record: dict, error: str) -> None:
+        """A scene that could not be read to the end keeps no tiles, and says why."""
+        self.backend.delete(self.collection, where(Match("scene_id", record["scene_id"])))
+        self._put_record(record | {"kind": "scene", "status": "failed", "tiles": 0, "error": error})
+
+    def remove_scene(self, scene_id: str) -> int:
+        """Delete a scene's tiles and its record; returns how many tiles went."""
+        tiles = self.tile_count(scene_id)
+        self.backend.delete(self.collection, where(Match("scene_id", scene_id)))
+        self.backend.delete(self.records, where(HasId((_record_id(f"scene:{scene_id}"),))))
+        self.backend.flush()
+        return tiles
+
+    def tile_count(self, scene_id: str | None = None) -> int:
+        return self.backend.count(self.collection, where(Match("scene_id", scene_id)) if scene_id else None)
+
+    def tiles(self, scene_id: str) -> Iterator[tuple[str, dict]]:
+        return self.backend.scroll(self.collection, where(Match("scene_id", scene_id)))
+
+    def stats(self) -> dict:
+        scenes = self.scenes()
+        by_status: dict[str, int] = {}
+        for record in scenes:
+            by_status[record["status"]] = by_status.get(record["status"], 0) + 1
+        return {"store": self.backend.location, "collection": self.collection, "model_id": self.model_id,
+                "dim": self.dim, "scenes": len(scenes), "scenes_by_status": by_status, "tiles": self.tile_count()}

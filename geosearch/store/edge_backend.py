@@ -1,0 +1,149 @@
+"""The embedded backend: Qdrant Edge (qdrant-edge-py), the Qdrant engine in-process, one shard per collection
+in a folder of its own. It has no optimizer running in the background: segments stay plain (exact search) until
+`optimize()` builds HNSW."""
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import qdrant_edge as edge
+
+from geosearch.errors import GeosearchError
+from geosearch.store.backend import Hit, free_bytes_at
+from geosearch.store.filters import DateRange, Filter, GeoBox, HasId, Match, Range
+
+_SCHEMAS = {"keyword": edge.PayloadSchemaType.Keyword, "integer": edge.PayloadSchemaType.Integer,
+            "float": edge.PayloadSchemaType.Float, "geo": edge.PayloadSchemaType.Geo,
+            "datetime": edge.PayloadSchemaType.Datetime}
+
+
+log = logging.getLogger(__name__)
+
+
+def _engine_error(location: str, error: Exception) -> GeosearchError:
+    """Qdrant Edge reports engine failures (disk full, read-only, corrupt files) as a bare Exception."""
+    message = str(error).removeprefix("Service runtime error: ").split("\n")[0]
+    return GeosearchError(f"{location}: the store cannot go on: {message}")
+
+
+def _engine(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as error:
+            if type(error) is not Exception:  # TypeError, ValueError…: a bug of ours, not the store's
+                raise
+            raise _engine_error(self.location, error) from None
+
+    return call
+
+
+def _condition(condition):
+    match condition:
+        case Match(key, value):
+            return edge.FieldCondition(key=key, match=edge.MatchValue(value))
+        case Range(key, gte, lte):
+            return edge.FieldCondition(key=key, range=edge.RangeFloat(gte=gte, lte=lte))
+        case DateRange(key, gte, lte):
+            return edge.FieldCondition(key=key, range=edge.RangeDateTime(
+                gte=gte.isoformat() if gte else None, lte=lte.isoformat() if lte else None))
+        case GeoBox(key, min_lon, min_lat, max_lon, max_lat):
+            box = edge.GeoBoundingBox(top_left=edge.GeoPoint(lon=min_lon, lat=max_lat),
+                                      bottom_right=edge.GeoPoint(lon=max_lon, lat=min_lat))
+            return edge.FieldCondition(key=key, geo_bounding_box=box)
+        case HasId(ids):
+            return edge.HasIdCondition(point_ids=set(ids))
+    raise TypeError(condition)
+
+
+def _filter(where: Filter | None):
+    if where is None:
+        return None
+    return edge.Filter(must=[_condition(c) for c in where.must] or None,
+                       must_not=[_condition(c) for c in where.must_not] or None)
+
+
+class EdgeBackend:
+    def __init__(self, root: Path):
+        self.root = root
+        self.location = str(root.parent)
+        self._shards: dict[str, edge.EdgeShard] = {}
+
+    @_engine
+    def _shard(self, name: str) -> edge.EdgeShard:
+        if name not in self._shards:
+            self._shards[name] = edge.EdgeShard.load(str(self.root / name))
+        return self._shards[name]
+
+    def has_collection(self, name: str) -> bool:
+        path = self.root / name
+        return path.is_dir() and any(path.iterdir())
+
+    @_engine
+    def create_collection(self, name: str, dim: int, indexes: dict[str, str]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = edge.EdgeConfig(vectors=edge.EdgeVectorParams(size=dim, distance=edge.Distance.Cosine))
+        shard = self._shards[name] = edge.EdgeShard.create(str(self.root / name), config)
+        for key, kind in indexes.items():
+            shard.update(edge.UpdateOperation.create_field_index(key, _SCHEMAS[kind]))
+        shard.flush()
+
+    @_engine
+    def upsert(self, name: str, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
+        rows = vectors.astype(np.float32).tolist()
+        points = [edge.Point(i, v, p) for i, v, p in zip(ids, rows, payloads, strict=True)]
+        self._shard(name).update(edge.UpdateOperation.upsert_points(points))
+
+    @_engine
+    def delete(self, name: str, where: Filter) -> None:
+        self._shard(name).update(edge.UpdateOperation.delete_points_by_filter(_filter(where)))
+
+    @_engine
+    def count(self, name: str, where: Filter | None = None) -> int:
+        return self._shard(name).count(edge.CountRequest(filter=_filter(where), exact=True))
+
+    def scroll(self, name: str, where: Filter | None = None, page: int = 1000) -> Iterator[tuple[str, dict]]:
+        offset = None
+        while True:
+            records, offset = self._scroll_page(name, where, page, offset)
+            yield from ((str(r.id), r.payload or {}) for r in records)
+            if offset is None:
+                return
+
+    @_engine
+    def _scroll_page(self, name: str, where: Filter | None, page: int, offset):
+        return self._shard(name).scroll(edge.ScrollRequest(
+            limit=page, offset=offset, filter=_filter(where), with_payload=True, with_vector=False))
+
+    @_engine
+    def payloads(self, name: str, ids: list[str]) -> dict[str, dict]:
+        return {str(r.id): r.payload or {} for r in self._shard(name).retrieve(ids, True, False)}
+
+    @_engine
+    def query(self, name: str, vector: np.ndarray, k: int, where: Filter | None = None,
+              exact: bool = False) -> list[Hit]:
+        request = edge.QueryRequest(limit=k, query=edge.Query.Nearest(vector.astype(np.float32).tolist()),
+                                    filter=_filter(where), with_payload=True, params=edge.SearchParams(exact=exact))
+        return [Hit(str(p.id), p.score, p.payload or {}) for p in self._shard(name).query(request)]
+
+    def free_bytes(self) -> int | None:
+        return free_bytes_at(self.root)
+
+    @_engine
+    def flush(self) -> None:
+        for shard in self._shards.values():
+            shard.flush()
+
+    def close(self) -> None:
+        """Flush and close every shard. A flush that fails (a full disk) loses nothing acknowledged: Qdrant's
+        write-ahead log already holds it, and the next load replays it."""
+        for name, shard in self._shards.items():
+            try:
+                shard.flush()
+            except Exception as error:
+                log.warning("%s", _engine_error(f"{self.location} ({name})", error))
+            shard.close()
+        self._shards.clear()

@@ -1,0 +1,250 @@
+"""The archive on both backends (Qdrant Edge, qdrant-client), and `geosearch index/scenes/remove/stats`."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_geosearch
+from geosearch.data import LANDSAT8_224077, LANDSAT8_224078, shipped_scenes
+from geosearch.embed import plan_scene
+from geosearch.encoder.checkpoint import Checkpoint
+from geosearch.encoder.pretrained import pretrained_encoder
+from geosearch.errors import GeosearchError
+from geosearch.index import index_scenes
+from geosearch.store import open_backend
+from geosearch.store.archive import Archive
+from geosearch.store.filters import DateRange, GeoBox, Match, where
+from geosearch.tiling import TilingOptions, survey
+
+TILING = TilingOptions()
+CPU = torch.device("cpu")
+BACKENDS = ["edge", "qdrant-client"] + (["server"] if os.environ.get("GEOSEARCH_QDRANT_URL") else [])
+
+
+@pytest.fixture(scope="module")
+def checkpoint() -> Checkpoint:
+    encoder, initial = pretrained_encoder("resnet18", None, embedding_dim=32, input_size=64)
+    return Checkpoint.of(encoder, {"initial_weights": initial})
+
+
+@pytest.fixture(scope="module")
+def expected_tiles() -> dict[str, int]:
+    return {str(p): int(survey(str(p), TILING).kept.sum()) for p in shipped_scenes()}
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path):
+    if request.param == "server":
+        url, collection_prefix = os.environ["GEOSEARCH_QDRANT_URL"], f"t{time.time_ns()}"
+        with open_backend(url=url, api_key=os.environ.get("GEOSEARCH_QDRANT_API_KEY")) as backend:
+            backend.prefix = collection_prefix
+            yield backend
+        return
+    url = f"file://{tmp_path / 'store'}" if request.param == "qdrant-client" else None
+    with open_backend(tmp_path / "store", url=url) as backend:
+        backend.prefix = "tiles"
+        yield backend
+
+
+def test_index_remove_and_filter(backend, checkpoint, expected_tiles):
+    archive = Archive.open(backend, backend.prefix, checkpoint.model_id, checkpoint.config.dim)
+    planned = [plan_scene(path, TILING) for path in expected_tiles]
+    report = index_scenes(archive, checkpoint, planned, TILING, CPU, workers=0)
+    assert sorted(report.indexed) == sorted(expected_tiles) and report.failed == []
+    assert archive.tile_count() == report.tiles_stored == sum(expected_tiles.values())
+    for p in planned:
+        assert archive.tile_count(p.grid.scene_id) == expected_tiles[p.path]
+        ids = [tile_id for tile_id, _ in archive.tiles(p.grid.scene_id)]
+        assert len(set(ids)) == len(ids) and set(ids) <= set(p.grid.tile_ids)
+
+    again = index_scenes(archive, checkpoint, planned, TILING, CPU, workers=0)
+    assert again.indexed == [] and sorted(again.unchanged) == sorted(expected_tiles)
+    forced = index_scenes(archive, checkpoint, planned[:1], TILING, CPU, force=True, workers=0)
+    assert forced.indexed == [planned[0].path] and archive.tile_count() == sum(expected_tiles.values())
+
+    landsat = next(p for p in planned if p.path == str(LANDSAT8_224078))
+    record = archive.scene(landsat.grid.scene_id)
+    assert record["status"] == "complete" and record["acquired"] == "2020-05-18T00:00:00+00:00"
+    _, payload = next(archive.tiles(landsat.grid.scene_id))
+    assert payload["model_id"] == checkpoint.model_id and payload["footprint"]["type"] == "Polygon"
+    in_paraguay = where(GeoBox("centroid", -55.5, -26.0, -54.0, -24.5))
+    assert backend.count(archive.collection, in_paraguay) == expected_tiles[str(LANDSAT8_224077)] + \
+        expected_tiles[str(LANDSAT8_224078)]
+    dated = where(DateRange("acquired", gte=datetime(2020, 5, 1, tzinfo=UTC), lte=datetime(2020, 6, 1, tzinfo=UTC)))
+    assert backend.count(archive.collection, dated) == backend.count(archive.collection, in_paraguay)
+    query = np.ones(checkpoint.config.dim, dtype=np.float32)
+    hits = backend.query(archive.collection, query, 5, where(Match("scene_id", landsat.grid.scene_id)), exact=True)
+    assert len(hits) == 5 and all(h.payload["scene_id"] == landsat.grid.scene_id for h in hits)
+
+    assert archive.remove_scene(landsat.grid.scene_id) == expected_tiles[landsat.path]
+    assert archive.scene(landsat.grid.scene_id) is None
+    assert archive.tile_count() == sum(expected_tiles.values()) - expected_tiles[landsat.path]
+    assert archive.stats()["scenes_by_status"] == {"complete": len(expected_tiles) - 1}
+
+
+def test_another_model_is_refused(backend, checkpoint):
+    Archive.open(backend, backend.prefix, checkpoint.model_id, checkpoint.config.dim)
+    with pytest.raises(GeosearchError, match=rf"holds vectors of model {checkpoint.model_id}; this run uses other-1"):
+        Archive.open(backend, backend.prefix, "other-1", 32)
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory, checkpoint):
+    from geosearch.encoder.checkpoint import save_checkpoint
+
+    return save_checkpoint(checkpoint, tmp_path_factory.mktemp("model") / "small.pt")
+
+
+def test_cli_flow(tmp_path, small_model, expected_tiles):
+    store = tmp_path / "store"
+    args = ("--store", str(store), "--model", str(small_model))
+    first = run_geosearch("index", *map(str, shipped_scenes()), *args, "--json")
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert summary["indexed"] == 4 and summary["tiles_in_store"] == sum(expected_tiles.values())
+    second = json.loads(run_geosearch("index", *map(str, shipped_scenes()), *args, "--json").stdout)
+    assert second["indexed"] == 0 and second["unchanged"] == 4 and second["tiles_in_store"] == summary["tiles_in_store"]
+
+    listing = run_geosearch("scenes", "--store", str(store), "--geojson", str(tmp_path / "scenes.geojson"))
+    assert listing.returncode == 0 and "4 scene(s)" in listing.stdout
+    footprints = gpd.read_file(tmp_path / "scenes.geojson")
+    assert len(footprints) == 4 and (footprints["status"] == "complete").all()
+    stats = json.loads(run_geosearch("stats", "--store", str(store), "--json").stdout)
+    assert stats["tiles"] == summary["tiles_in_store"] and stats["scenes"] == 4
+
+    removed = run_geosearch("remove", str(LANDSAT8_224077), "--store", str(store))
+    assert removed.returncode == 0 and f"{expected_tiles[str(LANDSAT8_224077)]} tiles" in removed.stdout
+    missing = run_geosearch("remove", "no-such-scene", "--store", str(store))
+    assert missing.returncode == 1 and "no scene 'no-such-scene' in the archive" in missing.stderr
+
+
+def test_kill_9_mid_run_then_resume(tmp_path, small_model, expected_tiles):
+    """A run killed at any point leaves no scene marked complete that is not; the next run finishes exactly."""
+    store = tmp_path / "store"
+    scenes = [str(p) for p in shipped_scenes()]
+    command = [sys.executable, "-m", "geosearch", "index", *scenes, "--store", str(store), "--model", str(small_model),
+               "--tile-size", "32", "--workers", "0", "--quiet"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lock = store / ".geosearch.lock"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (store / "edge" / "tiles").exists():  # wait until it is storing
+        time.sleep(0.2)
+    time.sleep(2.0)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL and lock.exists()
+
+    with open_backend(store) as backend:  # the kernel dropped the lock with the process
+        archive = Archive.open(backend, "tiles")
+        records = archive.scenes()
+        assert any(r["status"] != "complete" for r in records) or len(records) < len(scenes), "killed too late"
+        for record in records:
+            if record["status"] == "complete":
+                assert archive.tile_count(record["scene_id"]) == record["tiles"]
+    resumed = run_geosearch(*command[3:-1], "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    expected = {p: int(survey(p, TilingOptions(tile_size=32)).kept.sum()) for p in scenes}
+    with open_backend(store) as backend:
+        archive = Archive.open(backend, "tiles")
+        assert [r["status"] for r in archive.scenes()] == ["complete"] * len(scenes)
+        assert archive.tile_count() == sum(expected.values())
+        ids = [i for r in archive.scenes() for i, _ in archive.tiles(r["scene_id"])]
+        assert len(ids) == len(set(ids)) == sum(expected.values())
+
+
+def test_a_second_process_gets_store_in_use(tmp_path):
+    store = tmp_path / "store"
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import time
+from geosearch.store import open_backend
+with open_backend({str(store)!r}):
+    print("open", flush=True)
+    time.sleep(30)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        result = run_geosearch("stats", "--store", str(store))
+        assert result.returncode == 1
+        assert f"{store}: store in use by another geosearch process (pid {holder.pid})" in result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_unreachable_server_fails_fast():
+    start = time.perf_counter()
+    result = run_geosearch("stats", "--qdrant-url", "http://127.0.0.1:9")
+    assert result.returncode == 1 and time.perf_counter() - start < 15
+    assert [line for line in result.stderr.splitlines() if line] == [
+        "Error: cannot reach Qdrant at http://127.0.0.1:9: [Errno 111] Connection refused"]
+
+
+def test_index_reports_bad_scenes_and_goes_on(tmp_path, small_model):
+    bad = tmp_path / "bad.tif"
+    bad.write_text("not a raster")
+    result = run_geosearch("index", str(LANDSAT8_224078), str(bad), "--store", str(tmp_path / "store"),
+                           "--model", str(small_model), "--acquired", "2021-03-04", "--json")
+    assert result.returncode == 1 and "error: " + str(bad) in result.stderr
+    assert json.loads(result.stdout)["indexed"] == 1
+    with open_backend(tmp_path / "store") as backend:
+        (record,) = Archive.open(backend, "tiles").scenes()
+        assert record["acquired"] == "2021-03-04T00:00:00+00:00"
+    wrong_date = run_geosearch("index", str(LANDSAT8_224078), "--store", str(tmp_path / "s2"), "--acquired", "May")
+    assert wrong_date.returncode == 1 and "--acquired 'May': give a date like 2020-05-18" in wrong_date.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 400 MB tmpfs: a real file system that can be filled or made read-only."""
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400m", "tmpfs", str(mountpoint)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+
+
+def test_full_disk_is_refused_before_writing(small_disk, small_model):
+    store = small_disk / "store"
+    args = ("--store", str(store), "--model", str(small_model), "-q")
+    assert run_geosearch("index", str(LANDSAT8_224078), *args).returncode == 0
+    free_mb = int(subprocess.run(["df", "-m", "--output=avail", str(small_disk)], capture_output=True,
+                                 text=True).stdout.split()[-1])
+    filler = small_disk / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", f"count={free_mb - 60}"], capture_output=True)
+    full = run_geosearch("index", str(LANDSAT8_224077), *args)
+    assert full.returncode == 1
+    lines = [line for line in full.stderr.splitlines() if line]
+    assert len(lines) == 1 and "MiB free, but storing 20 tiles needs about" in lines[0]
+    filler.unlink()
+    stats = json.loads(run_geosearch("stats", "--store", str(store), "--json").stdout)
+    assert stats["scenes_by_status"] == {"complete": 1} and stats["tiles"] == 16  # intact
+    assert run_geosearch("index", str(LANDSAT8_224077), *args).returncode == 0
+
+
+def test_read_only_disk_is_one_clear_error(small_disk, small_model):
+    store = small_disk / "store"
+    assert run_geosearch("index", str(LANDSAT8_224078), "--store", str(store), "--model", str(small_model),
+                         "-q").returncode == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        result = run_geosearch("index", str(LANDSAT8_224077), "--store", str(store), "--model", str(small_model))
+        assert result.returncode == 1
+        assert [line for line in result.stderr.splitlines() if line] == [
+            f"Error: {store}: cannot open the store here (Read-only file system)"]
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    stats = json.loads(run_geosearch("stats", "--store", str(store), "--json").stdout)
+    assert stats["scenes_by_status"] == {"complete": 1} and stats["tiles"] == 16
