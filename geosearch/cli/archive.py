@@ -1,0 +1,127 @@
+"""`geosearch index`, `scenes`, `remove` and `stats`: the archive."""
+
+import json
+import time
+from pathlib import Path
+
+import click
+import geopandas as gpd
+import shapely
+from rich.progress import Progress
+
+from geosearch.acquired import parse_date
+from geosearch.cli.main import PROGRESS_COLUMNS, cli, print_error, stderr
+from geosearch.cli.options import model_options, open_archive, plan_all, store_options, tiling_from, tiling_options
+from geosearch.encoder.default import open_model
+from geosearch.encoder.device import describe_device, resolve_device
+from geosearch.errors import GeosearchError
+from geosearch.export import check_output_path, write_features
+from geosearch.index import index_scenes
+from geosearch.scene import find_scenes
+
+
+@cli.command()
+@click.argument("scenes", nargs=-1, required=True)
+@click.option("-r", "--recursive", is_flag=True, help="Look for rasters in subdirectories of directory arguments.")
+@tiling_options
+@model_options
+@store_options
+@click.option("--acquired", default="auto", show_default=True,
+              help="Acquisition date (2020-05-18) for every scene, or 'auto': from tags, else the file name.")
+@click.option("--force", is_flag=True, help="Index again scenes that are complete already.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars, no summary.")
+def index(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str, batch_size: int,
+          workers: int | None, compile_model: bool, store: str | None, qdrant_url: str | None, api_key: str | None,
+          collection: str, acquired: str, force: bool, as_json: bool, quiet: bool, **kwargs) -> None:
+    """Tile, embed and store SCENES in the archive; scenes complete already are left as they are."""
+    paths = find_scenes(list(scenes), recursive)
+    if not paths:
+        raise GeosearchError(f"no rasters found in {', '.join(scenes)}")
+    given = None if acquired == "auto" else parse_date(acquired)
+    checkpoint = open_model(model_spec)
+    torch_device = resolve_device(device)
+    options = tiling_from(kwargs)
+    start = time.perf_counter()
+    with open_archive(store, qdrant_url, api_key, collection, checkpoint.model_id, checkpoint.config.dim) as archive:
+        if not (quiet or as_json):
+            click.echo(f"model {checkpoint.model_id} on {describe_device(torch_device)}, "
+                       f"store {archive.backend.location} ({collection})")
+        planned, failures = plan_all(paths, options)
+        with Progress(*PROGRESS_COLUMNS, console=stderr, disable=quiet or as_json, transient=True) as progress:
+            task = progress.add_task("tiles", total=sum(len(p.grid) for p in planned))
+            report = index_scenes(archive, checkpoint, planned, options, torch_device, acquired=given,
+                                  auto_acquired=acquired == "auto", force=force, batch_size=batch_size,
+                                  workers=workers, compile=compile_model,
+                                  on_tiles=lambda n: progress.advance(task, n))
+        tiles_in_store = archive.tile_count()
+    for error in report.failed:
+        print_error(error)
+    failures += report.failed
+    seconds = time.perf_counter() - start
+    summary = {"indexed": len(report.indexed), "unchanged": len(report.unchanged), "failed": len(failures),
+               "tiles_stored": report.tiles_stored, "tiles_skipped": report.tiles_skipped,
+               "tiles_in_store": tiles_in_store, "seconds": round(seconds, 3),
+               "tiles_per_s": round(report.tiles_stored / seconds, 2) if seconds else None}
+    if as_json:
+        click.echo(json.dumps(summary | {"errors": [{"path": f.path, "error": f.problem} for f in failures]}, indent=2))
+    elif not quiet:
+        click.echo(f"{summary['indexed']} scene(s) indexed, {summary['unchanged']} unchanged, {len(failures)} failed: "
+                   f"{report.tiles_stored} tiles stored, {report.tiles_skipped} skipped, {seconds:.1f} s "
+                   f"({summary['tiles_per_s']} tiles/s); {tiles_in_store} tiles in the store")
+    if failures:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@store_options
+@click.option("--geojson", type=click.Path(dir_okay=False), help="Write the scenes' footprints to this file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the scene records as JSON.")
+def scenes(store: str | None, qdrant_url: str | None, api_key: str | None, collection: str, geojson: str | None,
+           as_json: bool) -> None:
+    """List the archive's scenes: status, tile count, acquisition date, path."""
+    out = check_output_path(geojson) if geojson else None
+    with open_archive(store, qdrant_url, api_key, collection) as archive:
+        records = archive.scenes()
+    if out:
+        frame = gpd.GeoDataFrame(
+            [{key: r.get(key) for key in ("scene_id", "path", "status", "tiles", "acquired", "crs", "gsd_m",
+                                           "model_id", "indexed_at")} for r in records],
+            geometry=[shapely.geometry.shape(r["footprint"]) for r in records], crs=4326)
+        write_features(frame, out)
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    for r in records:
+        click.echo(f"{r['status']:<9} {r['tiles']:>7} tiles  {(r.get('acquired') or '-')[:10]:<10}  {r['path']}  "
+                   f"({r['scene_id']})")
+    click.echo(f"{len(records)} scene(s)" + (f"; wrote {out}" if out else ""))
+
+
+@cli.command()
+@click.argument("scene")
+@store_options
+def remove(scene: str, store: str | None, qdrant_url: str | None, api_key: str | None, collection: str) -> None:
+    """Remove SCENE (its id, or its path) and all of its tiles from the archive."""
+    with open_archive(store, qdrant_url, api_key, collection) as archive:
+        matches = [r for r in archive.scenes()
+                   if scene in (r["scene_id"], r["path"]) or Path(r["path"]).resolve() == Path(scene).resolve()]
+        if not matches:
+            raise GeosearchError(f"no scene {scene!r} in the archive; `geosearch scenes` lists them")
+        for record in matches:
+            tiles = archive.remove_scene(record["scene_id"])
+            click.echo(f"removed {record['path']} ({record['scene_id']}): {tiles} tiles")
+
+
+@cli.command()
+@store_options
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def stats(store: str | None, qdrant_url: str | None, api_key: str | None, collection: str, as_json: bool) -> None:
+    """The archive at a glance: store, model, scenes by status, tiles."""
+    with open_archive(store, qdrant_url, api_key, collection) as archive:
+        info = archive.stats()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        click.echo(f"{key:>16}: {value}")

@@ -1,0 +1,80 @@
+"""`geosearch embed`."""
+
+import json
+import time
+from collections.abc import Iterator
+
+import click
+import geopandas as gpd
+import pandas as pd
+from rich.progress import Progress, TaskID
+
+from geosearch.cli.main import PROGRESS_COLUMNS, cli, print_error, stderr
+from geosearch.cli.options import model_options, plan_all, tiling_from, tiling_options
+from geosearch.embed import EmbeddedBatch, embed_scenes, gather
+from geosearch.encoder.default import open_model
+from geosearch.encoder.device import describe_device, resolve_device
+from geosearch.errors import GeosearchError
+from geosearch.export import check_output_path, write_features
+from geosearch.scene import find_scenes
+
+
+def _track(results: Iterator, progress: Progress, task: TaskID) -> Iterator:
+    for result in results:
+        if isinstance(result, EmbeddedBatch):
+            progress.advance(task, result.read)
+        yield result
+
+
+@cli.command()
+@click.argument("scenes", nargs=-1, required=True)
+@click.option("-r", "--recursive", is_flag=True, help="Look for rasters in subdirectories of directory arguments.")
+@tiling_options
+@model_options
+@click.option("-o", "--out", type=click.Path(dir_okay=False), required=True,
+              help="GeoParquet file: one row per kept tile, its footprint, window and vector.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars, no summary.")
+def embed(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str, batch_size: int,
+          workers: int | None, compile_model: bool, out: str, as_json: bool, quiet: bool, **kwargs) -> None:
+    """Embed the tiles of SCENES and write their vectors with footprints to a GeoParquet file."""
+    out_path = check_output_path(out)
+    if out_path.suffix.lower() != ".parquet":
+        raise GeosearchError(f"{out_path}: embeddings are written as GeoParquet; use a .parquet file")
+    paths = find_scenes(list(scenes), recursive)
+    if not paths:
+        raise GeosearchError(f"no rasters found in {', '.join(scenes)}")
+    checkpoint = open_model(model_spec)
+    torch_device = resolve_device(device)
+    options = tiling_from(kwargs)
+    if not (quiet or as_json):
+        click.echo(f"model {checkpoint.model_id} ({checkpoint.config.dim}-d) on {describe_device(torch_device)}")
+    start = time.perf_counter()
+    planned, failures = plan_all(paths, options)
+    results = embed_scenes(checkpoint.encoder(), planned, options, torch_device, batch_size, workers, compile_model)
+    with Progress(*PROGRESS_COLUMNS, console=stderr, disable=quiet or as_json, transient=True) as progress:
+        task = progress.add_task("tiles", total=sum(len(p.grid) for p in planned))
+        done, failed = gather(_track(results, progress, task), planned)
+    for error in failed:
+        print_error(error)
+    failures += failed
+    seconds = time.perf_counter() - start
+    embedded = sum(len(s.indexes) for s in done)
+    read = sum(len(s.planned.grid) for s in done)
+    if done:
+        frame = pd.concat([s.to_frame(checkpoint.model_id) for s in done], ignore_index=True)
+        write_features(gpd.GeoDataFrame(frame, geometry="geometry", crs=4326), out_path)
+    summary = {"model_id": checkpoint.model_id, "device": describe_device(torch_device), "scenes": len(done),
+               "failed": [{"path": f.path, "error": f.problem} for f in failures], "tiles_embedded": embedded,
+               "tiles_skipped": read - embedded, "seconds": round(seconds, 3),
+               "tiles_per_s": round(embedded / seconds, 2) if seconds else None, "out": str(out_path) if done else None}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    elif not quiet:
+        failed_text = f", {len(failures)} failed" if failures else ""
+        click.echo(f"{len(done)} scene(s){failed_text}: {embedded} tiles embedded, {read - embedded} skipped, "
+                   f"{seconds:.1f} s ({summary['tiles_per_s']} tiles/s)")
+        if done:
+            click.echo(f"wrote {out_path}")
+    if failures:
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,117 @@
+"""Options shared by several commands, and the helpers that turn them into engine objects."""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import click
+
+from geosearch.bands import parse_bands
+from geosearch.cli.main import log, print_error
+from geosearch.embed import DEFAULT_BATCH_SIZE, PlannedScene, plan_scene
+from geosearch.encoder.device import DEVICES
+from geosearch.errors import GeosearchError, SceneError
+from geosearch.grid import EdgeMode
+from geosearch.store import open_backend
+from geosearch.store.archive import Archive
+from geosearch.tiling import DEFAULT_MIN_VALID, DEFAULT_TILE_SIZE, TilingOptions
+
+
+def _bands(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return parse_bands(value)
+    except GeosearchError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def tiling_options(command: Callable) -> Callable:
+    """The options that say how scenes are cut, shared by every command that reads scenes."""
+    options = [
+        click.option("--tile-size", type=click.IntRange(min=8), default=DEFAULT_TILE_SIZE, show_default=True,
+                     envvar="GEOSEARCH_TILE_SIZE", help="Tile side in pixels of the tiling grid."),
+        click.option("--stride", type=click.IntRange(min=1), envvar="GEOSEARCH_STRIDE",
+                     help="Step between tiles in pixels; less than --tile-size makes tiles overlap. "
+                          "[default: tile size]"),
+        click.option("--edge", type=click.Choice([mode.value for mode in EdgeMode]), default=EdgeMode.SHIFT.value,
+                     show_default=True, envvar="GEOSEARCH_EDGE",
+                     help="Edge tiles: shift inward to end on the edge, pad with nodata, or drop."),
+        click.option("--gsd", type=click.FloatRange(min=0, min_open=True), envvar="GEOSEARCH_GSD",
+                     help="Resample to this ground sampling distance in metres. [default: native]"),
+        click.option("--bands", callback=_bands, metavar="B[,G,B]",
+                     help="1-based bands to show as red,green,blue, or one band as grey. [default: RGB by colour "
+                          "interpretation or band description, else 1,2,3]"),
+        click.option("--nodata", type=float, help="Treat this value as nodata (overrides the file's)."),
+        click.option("--min-valid", type=click.FloatRange(0, 1), default=DEFAULT_MIN_VALID, show_default=True,
+                     envvar="GEOSEARCH_MIN_VALID", help="Skip tiles with a smaller fraction of valid pixels."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def tiling_from(kwargs: dict) -> TilingOptions:
+    return TilingOptions(
+        tile_size=kwargs["tile_size"],
+        stride=kwargs["stride"],
+        edge=EdgeMode(kwargs["edge"]),
+        gsd=kwargs["gsd"],
+        bands=kwargs["bands"],
+        nodata=kwargs["nodata"],
+        min_valid=kwargs["min_valid"],
+    )
+
+
+def model_options(command: Callable) -> Callable:
+    """The options that say which model embeds, and where."""
+    options = [
+        click.option("--model", "model_spec", default="default", show_default=True, envvar="GEOSEARCH_MODEL",
+                     help="A checkpoint file, or 'default'."),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                     envvar="GEOSEARCH_DEVICE", help="Where to run the encoder; auto takes CUDA when present."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True),
+        click.option("--workers", type=click.IntRange(min=0),
+                     help="Tile-reading processes. [default: 1 on CPU, cores - 1 (max 8) on CUDA]"),
+        click.option("--compile", "compile_model", is_flag=True, help="torch.compile the encoder (pays on long runs)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def store_options(command: Callable) -> Callable:
+    """Where the archive lives: the embedded store (a folder), or a Qdrant server."""
+    options = [
+        click.option("--store", type=click.Path(file_okay=False), envvar="GEOSEARCH_STORE",
+                     help="Folder of the embedded Qdrant Edge store. [default: ~/.local/share/geosearch/store]"),
+        click.option("--qdrant-url", envvar="GEOSEARCH_QDRANT_URL",
+                     help="A Qdrant server or cluster (http[s]://…), or file:///DIR for qdrant-client's local mode."),
+        click.option("--api-key", envvar="GEOSEARCH_QDRANT_API_KEY", help="API key of the Qdrant server."),
+        click.option("--collection", default="tiles", show_default=True, envvar="GEOSEARCH_COLLECTION",
+                     help="Collection (one embedding space) within the store."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@contextmanager
+def open_archive(store: str | None, qdrant_url: str | None, api_key: str | None, collection: str,
+             model_id: str | None = None, dim: int | None = None) -> Iterator[Archive]:
+    with open_backend(store, qdrant_url, api_key) as backend:
+        yield Archive.open(backend, collection, model_id, dim)
+
+
+def plan_all(paths: list[str], options: TilingOptions) -> tuple[list[PlannedScene], list[SceneError]]:
+    planned, failures = [], []
+    for path in paths:
+        try:
+            planned.append(plan_scene(path, options))
+        except SceneError as error:
+            failures.append(error)
+            print_error(error)
+            continue
+        if planned[-1].summary["band_source"] == "assumed":
+            log.warning("%s: no colour interpretation or band names; bands 1, 2, 3 are taken as red, green, blue "
+                        "(choose others with --bands)", path)
+    return planned, failures

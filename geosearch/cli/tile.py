@@ -1,0 +1,109 @@
+"""`geosearch tile` and `geosearch demo`."""
+
+import json
+import time
+from functools import partial
+from pathlib import Path
+
+import click
+import geopandas as gpd
+import pandas as pd
+from rich.progress import Progress, TaskID
+
+from geosearch.cli.main import PROGRESS_COLUMNS, cli, print_error, stderr
+from geosearch.cli.options import tiling_from, tiling_options
+from geosearch.data import shipped_scenes
+from geosearch.errors import GeosearchError, SceneError
+from geosearch.export import check_output_path, write_features
+from geosearch.scene import find_scenes
+from geosearch.tiling import Survey, TilingOptions, survey
+
+
+def _advance(progress: Progress, task: TaskID, done: int, total: int) -> None:
+    progress.update(task, completed=done, total=total)
+
+
+def _survey_all(paths: list[str], options: TilingOptions, quiet: bool) -> tuple[list[Survey], list[SceneError]]:
+    """Survey each scene with a progress bar; a bad scene is reported and the rest go on."""
+    surveys, failures = [], []
+    with Progress(*PROGRESS_COLUMNS, console=stderr, disable=quiet, transient=True) as progress:
+        scenes = progress.add_task("scenes", total=len(paths))
+        for path in paths:
+            tiles = progress.add_task(Path(path).name, total=None)
+            try:
+                surveys.append(survey(path, options, partial(_advance, progress, tiles)))
+            except SceneError as error:
+                failures.append(error)
+                print_error(error)
+            progress.remove_task(tiles)
+            progress.advance(scenes)
+    return surveys, failures
+
+
+def _report(surveys: list[Survey], failures: list[SceneError], seconds: float, out: Path | None, as_json: bool,
+            quiet: bool) -> None:
+    kept = sum(int(s.kept.sum()) for s in surveys)
+    skipped = sum(int((~s.kept).sum()) for s in surveys)
+    if as_json:
+        click.echo(json.dumps({
+            "scenes": [s.scene | {"tiles": len(s.grid), "kept": int(s.kept.sum())} for s in surveys],
+            "failed": [{"path": f.path, "error": f.problem} for f in failures],
+            "tiles_kept": kept, "tiles_skipped": skipped, "seconds": round(seconds, 3),
+            "out": str(out) if out else None,
+        }, indent=2))
+        return
+    if quiet:
+        return
+    for s in surveys:
+        scene = s.scene
+        click.echo(f"{Path(scene['path']).name}: {int(s.kept.sum())} tiles kept, {int((~s.kept).sum())} skipped "
+                   f"({scene['crs']}, {s.grid.gsd_m:.3g} m, bands {scene['bands']}, "
+                   f"stretch {scene['stretch']['source']})")
+    rate = (kept + skipped) / seconds if seconds > 0 else 0.0
+    failed = f", {len(failures)} failed" if failures else ""
+    click.echo(f"{len(surveys)} scene(s){failed}: {kept} tiles kept, {skipped} skipped, "
+               f"{seconds:.1f} s ({rate:.0f} tiles/s)")
+    if out:
+        click.echo(f"wrote {out}")
+
+
+def _tile(paths: list[str], options: TilingOptions, out: Path | None, include_skipped: bool, as_json: bool,
+          quiet: bool) -> None:
+    start = time.perf_counter()
+    surveys, failures = _survey_all(paths, options, quiet or as_json)
+    if out and surveys:
+        frame = pd.concat([s.to_frame(include_skipped) for s in surveys], ignore_index=True)
+        write_features(gpd.GeoDataFrame(frame, geometry="geometry", crs=4326), out)
+    _report(surveys, failures, time.perf_counter() - start, out if surveys else None, as_json, quiet)
+    if failures:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.argument("scenes", nargs=-1, required=True)
+@click.option("-r", "--recursive", is_flag=True, help="Look for rasters in subdirectories of directory arguments.")
+@tiling_options
+@click.option("-o", "--out", type=click.Path(dir_okay=False), help="Write the tiles to .geojson, .gpkg or .parquet.")
+@click.option("--include-skipped", is_flag=True, help="Also write skipped tiles, with kept=false.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars, no summary.")
+def tile(scenes: tuple[str, ...], recursive: bool, out: str | None, include_skipped: bool, as_json: bool,
+         quiet: bool, **kwargs) -> None:
+    """Cut SCENES (files, or directories of rasters) into tiles and report the grid with footprints."""
+    out_path = check_output_path(out) if out else None
+    paths = find_scenes(list(scenes), recursive)
+    if not paths:
+        raise GeosearchError(f"no rasters found in {', '.join(scenes)}")
+    _tile(paths, tiling_from(kwargs), out_path, include_skipped, as_json, quiet)
+
+
+@cli.command()
+@click.option("--out-dir", type=click.Path(file_okay=False), default="geosearch-demo", show_default=True,
+              help="Where the demo writes its results.")
+def demo(out_dir: str) -> None:
+    """Tile the scenes shipped with geosearch and write their tile grid as GeoJSON."""
+    directory = Path(out_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [str(p) for p in shipped_scenes()]
+    _tile(paths, TilingOptions(), directory / "tiles.geojson", include_skipped=True, as_json=False, quiet=False)
+    click.echo("open it in QGIS (or any GIS) over the scenes in " + str(Path(paths[0]).parent))
