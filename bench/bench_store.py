@@ -13,7 +13,9 @@ them), then 50 exact top-10 queries without and with the geo box filter (p50, p9
 mode, persisted in the store folder. It is the path this project can test without a server, not a server.
 
 --hnsw: Qdrant Edge with HNSW built by optimize() (m=16, ef_construct=100); build time, then recall@10 against
-exact search and latency for several hnsw_ef, without and with the filter.
+exact search and latency for several hnsw_ef, without and with the filter. --full-scan-threshold (KB of vectors)
+is where Qdrant's planner stops answering a filtered query exactly from the payload index and walks the graph:
+Qdrant's default is 10000; 1 forces the graph for every filtered query.
 """
 
 import argparse
@@ -116,7 +118,7 @@ def run_backend(name: str, vectors: np.ndarray, queries: np.ndarray) -> dict:
             "box_fraction": round(kept, 3)}
 
 
-def run_hnsw(vectors: np.ndarray, queries: np.ndarray) -> list[dict]:
+def run_hnsw(vectors: np.ndarray, queries: np.ndarray, full_scan_threshold: int) -> list[dict]:
     import qdrant_edge as edge
 
     from geosearch.store.edge_backend import _filter
@@ -126,7 +128,7 @@ def run_hnsw(vectors: np.ndarray, queries: np.ndarray) -> list[dict]:
         config = edge.EdgeConfig(
             vectors=edge.EdgeVectorParams(size=vectors.shape[1], distance=edge.Distance.Cosine),
             optimizers=edge.EdgeOptimizersConfig(indexing_threshold=1),
-            hnsw_config=edge.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=1))
+            hnsw_config=edge.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=full_scan_threshold))
         shard = edge.EdgeShard.create(folder + "/shard", config)
         shard.update(edge.UpdateOperation.create_field_index("centroid", edge.PayloadSchemaType.Geo))
         rng = np.random.default_rng(1)
@@ -151,6 +153,7 @@ def run_hnsw(vectors: np.ndarray, queries: np.ndarray) -> list[dict]:
                 approx = [search(q, edge.SearchParams(hnsw_ef=ef), flt) for q in queries]
                 recall = np.mean([len(a & e) / max(len(e), 1) for (a, _), (e, _) in zip(approx, exact, strict=True)])
                 rows.append({"points": len(vectors), "build_s": round(build, 1), "filter": flt_name,
+                             "full_scan_threshold_kb": full_scan_threshold,
                              "hnsw_ef": ef or "default", "recall_at_10": round(float(recall), 4),
                              **percentiles([s for _, s in approx]),
                              "exact": percentiles([s for _, s in exact])})
@@ -163,6 +166,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--backends", nargs="+", default=["edge", "qdrant-client"])
     parser.add_argument("--hnsw", action="store_true")
+    parser.add_argument("--full-scan-threshold", type=int, default=10_000)
     args = parser.parse_args()
     real = real_embeddings()
     queries = replicate(real, QUERIES, seed=99)
@@ -170,7 +174,7 @@ def main() -> None:
     for size in args.sizes:
         vectors = replicate(real, size)
         if args.hnsw:
-            for row in run_hnsw(vectors, queries):
+            for row in run_hnsw(vectors, queries, args.full_scan_threshold):
                 print(json.dumps(common | row), flush=True)
             continue
         for backend in args.backends:
