@@ -7,11 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-import rasterio
 import shapely
 import torch
 
-from geosearch.acquired import acquired_of
 from geosearch.embed import EmbeddedBatch, PlannedScene, SceneFailure, embed_scenes
 from geosearch.encoder.checkpoint import Checkpoint
 from geosearch.errors import GeosearchError, SceneError
@@ -48,10 +46,10 @@ def _geojson(geometries: np.ndarray) -> list[dict]:
     return [json.loads(text) for text in shapely.to_geojson(geometries)]
 
 
-def scene_record(planned: PlannedScene, tiling: TilingOptions, model_id: str, acquired: datetime | None) -> dict:
+def scene_record(planned: PlannedScene, tiling: TilingOptions, model_id: str, acquired: str | None) -> dict:
     footprint = shapely.union_all(planned.grid.footprints.wgs84)
     return planned.summary | {
-        "model_id": model_id, "acquired": acquired.isoformat() if acquired else None,
+        "model_id": model_id, "acquired": acquired,
         "footprint": json.loads(shapely.to_geojson(footprint)), "tile_count_planned": len(planned.grid),
         "tiling": {"tile_size": tiling.tile_size, "stride": tiling.step, "edge": str(tiling.edge), "gsd": tiling.gsd,
                    "min_valid": tiling.min_valid, "nodata": tiling.nodata},
@@ -77,11 +75,11 @@ def tile_payloads(planned: PlannedScene, record: dict, batch: EmbeddedBatch) -> 
     return ids, payloads
 
 
-def acquisition(planned: PlannedScene, given: datetime | None, auto: bool) -> datetime | None:
+def acquisition(planned: PlannedScene, given: datetime | None, auto: bool) -> str | None:
+    """The acquisition time to record: the one given, else (with `auto`) the one the scene's summary found."""
     if given or not auto:
-        return given
-    with rasterio.open(planned.path) as dataset:
-        return acquired_of(planned.path, dataset)
+        return given.isoformat() if given else None
+    return planned.summary["acquired"]
 
 
 def index_scenes(

@@ -23,6 +23,7 @@ from rasterio.io import DatasetReaderBase
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
+from geosearch.acquired import acquired_of
 from geosearch.bands import resolve_bands
 from geosearch.errors import GeosearchError, SceneError
 from geosearch.stretch import DEFAULT_PERCENTILES, Stretch
@@ -184,6 +185,7 @@ class Scene:
             raise SceneError(self.path, problem) from None
 
     def summary(self) -> dict:
+        acquired = acquired_of(self.path, self.dataset)
         return {
             "scene_id": self.scene_id,
             "path": self.path,
@@ -198,6 +200,7 @@ class Scene:
             "native_gsd_m": round(self.native_gsd_m, 4),
             "gsd_m": round(self.gsd_m, 4),
             "stretch": self.stretch.to_dict(),
+            "acquired": acquired.isoformat() if acquired else None,  # from tags or the file name, when known
         }
 
     def close(self) -> None:

@@ -11,18 +11,25 @@ from rich.progress import Progress
 
 from geosearch.acquired import parse_date
 from geosearch.cli.main import PROGRESS_COLUMNS, cli, print_error, stderr
-from geosearch.cli.options import model_options, open_archive, plan_all, store_options, tiling_from, tiling_options
+from geosearch.cli.options import (
+    model_options,
+    open_archive,
+    plan_all,
+    scene_arguments,
+    scene_paths,
+    store_options,
+    tiling_from,
+    tiling_options,
+)
 from geosearch.encoder.default import open_model
 from geosearch.encoder.device import describe_device, resolve_device
 from geosearch.errors import GeosearchError
 from geosearch.export import check_output_path, write_features
 from geosearch.index import index_scenes
-from geosearch.scene import find_scenes
 
 
 @cli.command()
-@click.argument("scenes", nargs=-1, required=True)
-@click.option("-r", "--recursive", is_flag=True, help="Look for rasters in subdirectories of directory arguments.")
+@scene_arguments
 @tiling_options
 @model_options
 @store_options
@@ -35,9 +42,7 @@ def index(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str
           workers: int | None, compile_model: bool, store: str | None, qdrant_url: str | None, api_key: str | None,
           collection: str, acquired: str, force: bool, as_json: bool, quiet: bool, **kwargs) -> None:
     """Tile, embed and store SCENES in the archive; scenes complete already are left as they are."""
-    paths = find_scenes(list(scenes), recursive)
-    if not paths:
-        raise GeosearchError(f"no rasters found in {', '.join(scenes)}")
+    paths = scene_paths(scenes, recursive)
     given = None if acquired == "auto" else parse_date(acquired)
     checkpoint = open_model(model_spec)
     torch_device = resolve_device(device)

@@ -10,13 +10,12 @@ import pandas as pd
 from rich.progress import Progress, TaskID
 
 from geosearch.cli.main import PROGRESS_COLUMNS, cli, print_error, stderr
-from geosearch.cli.options import model_options, plan_all, tiling_from, tiling_options
+from geosearch.cli.options import model_options, plan_all, scene_arguments, scene_paths, tiling_from, tiling_options
 from geosearch.embed import EmbeddedBatch, embed_scenes, gather
 from geosearch.encoder.default import open_model
 from geosearch.encoder.device import describe_device, resolve_device
 from geosearch.errors import GeosearchError
 from geosearch.export import check_output_path, write_features
-from geosearch.scene import find_scenes
 
 
 def _track(results: Iterator, progress: Progress, task: TaskID) -> Iterator:
@@ -27,8 +26,7 @@ def _track(results: Iterator, progress: Progress, task: TaskID) -> Iterator:
 
 
 @cli.command()
-@click.argument("scenes", nargs=-1, required=True)
-@click.option("-r", "--recursive", is_flag=True, help="Look for rasters in subdirectories of directory arguments.")
+@scene_arguments
 @tiling_options
 @model_options
 @click.option("-o", "--out", type=click.Path(dir_okay=False), required=True,
@@ -41,9 +39,7 @@ def embed(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str
     out_path = check_output_path(out)
     if out_path.suffix.lower() != ".parquet":
         raise GeosearchError(f"{out_path}: embeddings are written as GeoParquet; use a .parquet file")
-    paths = find_scenes(list(scenes), recursive)
-    if not paths:
-        raise GeosearchError(f"no rasters found in {', '.join(scenes)}")
+    paths = scene_paths(scenes, recursive)
     checkpoint = open_model(model_spec)
     torch_device = resolve_device(device)
     options = tiling_from(kwargs)

@@ -11,6 +11,7 @@ from geosearch.embed import DEFAULT_BATCH_SIZE, PlannedScene, plan_scene
 from geosearch.encoder.device import DEVICES
 from geosearch.errors import GeosearchError, SceneError
 from geosearch.grid import EdgeMode
+from geosearch.scene import find_scenes
 from geosearch.store import open_backend
 from geosearch.store.archive import Archive
 from geosearch.tiling import DEFAULT_MIN_VALID, DEFAULT_TILE_SIZE, TilingOptions
@@ -23,6 +24,21 @@ def _bands(_ctx: click.Context, _param: click.Parameter, value: str | None) -> t
         return parse_bands(value)
     except GeosearchError as error:
         raise click.BadParameter(str(error)) from None
+
+
+def scene_arguments(command: Callable) -> Callable:
+    """SCENES... (files, or directories of rasters) and --recursive; expand them with scene_paths()."""
+    command = click.option("-r", "--recursive", is_flag=True,
+                           help="Look for rasters in subdirectories of directory arguments.")(command)
+    return click.argument("scenes", nargs=-1, required=True)(command)
+
+
+def scene_paths(scenes: tuple[str, ...], recursive: bool) -> list[str]:
+    """The rasters SCENES name; an error when they name none."""
+    paths = find_scenes(list(scenes), recursive)
+    if not paths:
+        raise GeosearchError(f"no rasters found in {', '.join(scenes)}")
+    return paths
 
 
 def tiling_options(command: Callable) -> Callable:

@@ -11,11 +11,10 @@ import pandas as pd
 from rich.progress import Progress, TaskID
 
 from geosearch.cli.main import PROGRESS_COLUMNS, cli, print_error, stderr
-from geosearch.cli.options import tiling_from, tiling_options
+from geosearch.cli.options import scene_arguments, scene_paths, tiling_from, tiling_options
 from geosearch.data import shipped_scenes
-from geosearch.errors import GeosearchError, SceneError
+from geosearch.errors import SceneError
 from geosearch.export import check_output_path, write_features
-from geosearch.scene import find_scenes
 from geosearch.tiling import Survey, TilingOptions, survey
 
 
@@ -80,8 +79,7 @@ def _tile(paths: list[str], options: TilingOptions, out: Path | None, include_sk
 
 
 @cli.command()
-@click.argument("scenes", nargs=-1, required=True)
-@click.option("-r", "--recursive", is_flag=True, help="Look for rasters in subdirectories of directory arguments.")
+@scene_arguments
 @tiling_options
 @click.option("-o", "--out", type=click.Path(dir_okay=False), help="Write the tiles to .geojson, .gpkg or .parquet.")
 @click.option("--include-skipped", is_flag=True, help="Also write skipped tiles, with kept=false.")
@@ -91,9 +89,7 @@ def tile(scenes: tuple[str, ...], recursive: bool, out: str | None, include_skip
          quiet: bool, **kwargs) -> None:
     """Cut SCENES (files, or directories of rasters) into tiles and report the grid with footprints."""
     out_path = check_output_path(out) if out else None
-    paths = find_scenes(list(scenes), recursive)
-    if not paths:
-        raise GeosearchError(f"no rasters found in {', '.join(scenes)}")
+    paths = scene_paths(scenes, recursive)
     _tile(paths, tiling_from(kwargs), out_path, include_skipped, as_json, quiet)
 
 

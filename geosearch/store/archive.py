@@ -29,19 +29,23 @@ def _record_id(key: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, key))
 
 
+def _records_of(collection: str) -> str:
+    return f"{collection}__scenes"
+
+
 class Archive:
     """Tiles of one model in `collection`, scene records in `collection`__scenes."""
 
     def __init__(self, backend: Backend, collection: str, model_id: str, dim: int):
         self.backend, self.collection, self.model_id, self.dim = backend, collection, model_id, dim
-        self.records = f"{collection}__scenes"
+        self.records = _records_of(collection)
 
     @classmethod
     def open(cls, backend: Backend, collection: str, model_id: str | None = None, dim: int | None = None) -> "Archive":
         """Open a collection; with a model id and dim, create it if missing and refuse it if it holds another model."""
-        meta_id = _record_id(f"collection:{collection}")
-        if backend.has_collection(collection) and backend.has_collection(f"{collection}__scenes"):
-            meta = backend.payloads(f"{collection}__scenes", [meta_id]).get(meta_id)
+        meta_id, records = _record_id(f"collection:{collection}"), _records_of(collection)
+        if backend.has_collection(collection) and backend.has_collection(records):
+            meta = backend.payloads(records, [meta_id]).get(meta_id)
             if meta is None:
                 raise GeosearchError(f"collection {collection!r} in {backend.location} was not made by geosearch")
             if model_id is not None and meta["model_id"] != model_id:
@@ -53,10 +57,10 @@ class Archive:
         if model_id is None or dim is None:
             raise GeosearchError(f"{backend.location} has no collection {collection!r}; index some scenes first")
         backend.create_collection(collection, dim, TILE_INDEXES)
-        backend.create_collection(f"{collection}__scenes", 1, RECORD_INDEXES)
+        backend.create_collection(records, 1, RECORD_INDEXES)
         meta = {"kind": "collection", "collection": collection, "model_id": model_id, "dim": dim,
                 "created": datetime.now(UTC).isoformat()}
-        backend.upsert(f"{collection}__scenes", [meta_id], _RECORD_VECTOR, [meta])
+        backend.upsert(records, [meta_id], _RECORD_VECTOR, [meta])
         backend.flush()
         return cls(backend, collection, model_id, dim)
 
