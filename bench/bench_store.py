@@ -12,10 +12,10 @@ Default mode, per backend and size, in a fresh store: upsert rate (batches of 10
 them), then 50 exact top-10 queries without and with the geo box filter (p50, p95). qdrant-client runs in local
 mode, persisted in the store folder. It is the path this project can test without a server, not a server.
 
---hnsw: Qdrant Edge with HNSW built by optimize() (m=16, ef_construct=100); build time, then recall@10 against
-exact search and latency for several hnsw_ef, without and with the filter. --full-scan-threshold (KB of vectors)
-is where Qdrant's planner stops answering a filtered query exactly from the payload index and walks the graph:
-Qdrant's default is 10000; 1 forces the graph for every filtered query.
+--hnsw: Qdrant Edge configured and optimized as `geosearch index` does it (store/edge_backend.py): build time,
+then recall@10 against exact search and latency for several hnsw_ef, with ACORN as geosearch searches and at
+hnsw_ef=256 without it, without a filter and with geo boxes that keep
+about 10 % and 1 % of the points. Peak resident memory is the process's VmHWM.
 """
 
 import argparse
@@ -24,10 +24,12 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import numpy as np
+import qdrant_edge as edge
 import torch
 from PIL import Image
 
@@ -36,12 +38,15 @@ from geosearch.embed import EmbeddedBatch, embed_scenes, plan_scene
 from geosearch.encoder.default import default_checkpoint
 from geosearch.encoder.device import resolve_device
 from geosearch.store import open_backend
+from geosearch.store.archive import TILE_INDEXES
+from geosearch.store.edge_backend import _filter, search_params
 from geosearch.store.filters import GeoBox, where
 from geosearch.tiling import TilingOptions
 
 SHARED = Path(os.environ.get("GEOSEARCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-BOX = GeoBox("centroid", -50.0, -50.0, -18.38, -18.38)  # (31.62 / 100)² ≈ 10 % of the square
-QUERIES = 50
+BOXES = {"box 10%": GeoBox("centroid", -50.0, -50.0, -18.38, -18.38),  # (31.62 / 100)² of the square
+         "box 1%": GeoBox("centroid", -50.0, -50.0, -40.0, -40.0)}
+QUERIES = 50  # the default; qdrant-client's local mode at 1M takes seconds per query, so it was run with fewer
 
 
 def real_embeddings() -> np.ndarray:
@@ -64,17 +69,13 @@ def real_embeddings() -> np.ndarray:
     return vectors
 
 
-def replicate(real: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """n noisy copies, made in chunks and in place so that 1M × 1280 floats need no more than their own 5 GB."""
+def noisy_copies(real: np.ndarray, n: int, seed: int = 0, chunk: int = 1000) -> Iterator[np.ndarray]:
+    """n noisy copies of the real vectors, chunk by chunk, so that 1M × 1280 floats are never held at once."""
     rng = np.random.default_rng(seed)
-    out = np.empty((n, real.shape[1]), dtype=np.float32)
-    for start in range(0, n, 50_000):
-        chunk = out[start:start + 50_000]
-        rng.standard_normal(chunk.shape, dtype=np.float32, out=chunk)
-        chunk *= 0.3 / np.sqrt(real.shape[1])
-        chunk += real[rng.integers(0, len(real), len(chunk))]
-        chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
-    return out
+    for start in range(0, n, chunk):
+        picked = real[rng.integers(0, len(real), min(chunk, n - start))]
+        noisy = picked + rng.standard_normal(picked.shape, dtype=np.float32) * np.float32(0.3 / np.sqrt(real.shape[1]))
+        yield noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
 
 
 def payloads(start: int, count: int, rng: np.random.Generator) -> list[dict]:
@@ -90,75 +91,72 @@ def percentiles(seconds: list[float]) -> dict:
     return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2)}
 
 
-def run_backend(name: str, vectors: np.ndarray, queries: np.ndarray) -> dict:
-    from geosearch.store.archive import TILE_INDEXES
+def upsert_all(backend, real: np.ndarray, size: int) -> float:
+    """Upsert `size` noisy copies in batches of 1000, with payloads as `index` writes them; points per second."""
+    rng, seconds = np.random.default_rng(1), 0.0
+    for i, chunk in enumerate(noisy_copies(real, size)):
+        ids = [str(uuid.UUID(int=i * 1000 + j + 1)) for j in range(len(chunk))]
+        rows = payloads(i * 1000, len(chunk), rng)
+        start = time.perf_counter()
+        backend.upsert("tiles", ids, chunk, rows)
+        seconds += time.perf_counter() - start
+    start = time.perf_counter()
+    backend.flush()
+    return size / (seconds + time.perf_counter() - start)
 
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory (VmHWM)."""
+    status = Path("/proc/self/status").read_text()
+    return round(int(status.split("VmHWM:")[1].split()[0]) / 2**20, 2)
+
+
+def run_backend(name: str, real: np.ndarray, size: int, queries: np.ndarray) -> dict:
     with tempfile.TemporaryDirectory(dir=CACHE) as folder:
         url = f"file://{folder}" if name == "qdrant-client" else None
         with open_backend(folder, url=url) as backend:
-            backend.create_collection("tiles", vectors.shape[1], TILE_INDEXES)
-            rng = np.random.default_rng(1)
-            start = time.perf_counter()
-            for i in range(0, len(vectors), 1000):
-                chunk = vectors[i:i + 1000]
-                ids = [str(uuid.UUID(int=i + j + 1)) for j in range(len(chunk))]
-                backend.upsert("tiles", ids, chunk, payloads(i, len(chunk), rng))
-            backend.flush()
-            upsert = len(vectors) / (time.perf_counter() - start)
-            plain, boxed, kept = [], [], []
+            backend.create_collection("tiles", real.shape[1], TILE_INDEXES)
+            upsert = upsert_all(backend, real, size)
+            plain, boxed = [], []
             for query in queries:
                 t = time.perf_counter()
                 backend.query("tiles", query, 10, exact=True)
                 plain.append(time.perf_counter() - t)
                 t = time.perf_counter()
-                backend.query("tiles", query, 10, where(BOX), exact=True)
+                backend.query("tiles", query, 10, where(BOXES["box 10%"]), exact=True)
                 boxed.append(time.perf_counter() - t)
-            kept = backend.count("tiles", where(BOX)) / len(vectors)
+            kept = backend.count("tiles", where(BOXES["box 10%"])) / size
     return {"upsert_per_s": round(upsert), "query": percentiles(plain), "query_box": percentiles(boxed),
-            "box_fraction": round(kept, 3)}
+            "box_fraction": round(kept, 3), "peak_rss_gb": peak_rss_gb()}
 
 
-def run_hnsw(vectors: np.ndarray, queries: np.ndarray, full_scan_threshold: int) -> list[dict]:
-    import qdrant_edge as edge
-
-    from geosearch.store.edge_backend import _filter
-
-    rows = []
-    with tempfile.TemporaryDirectory(dir=CACHE) as folder:
-        config = edge.EdgeConfig(
-            vectors=edge.EdgeVectorParams(size=vectors.shape[1], distance=edge.Distance.Cosine),
-            optimizers=edge.EdgeOptimizersConfig(indexing_threshold=1),
-            hnsw_config=edge.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=full_scan_threshold))
-        shard = edge.EdgeShard.create(folder + "/shard", config)
-        shard.update(edge.UpdateOperation.create_field_index("centroid", edge.PayloadSchemaType.Geo))
-        rng = np.random.default_rng(1)
-        for i in range(0, len(vectors), 1000):
-            chunk = vectors[i:i + 1000]
-            pairs = enumerate(zip(chunk.tolist(), payloads(i, len(chunk), rng), strict=True))
-            shard.update(edge.UpdateOperation.upsert_points([edge.Point(i + j + 1, v, p) for j, (v, p) in pairs]))
+def run_hnsw(real: np.ndarray, size: int, queries: np.ndarray) -> Iterator[dict]:
+    """geosearch's Edge backend, its shard configured as `index` configures it, optimized as `index` does."""
+    with tempfile.TemporaryDirectory(dir=CACHE) as folder, open_backend(folder) as backend:
+        backend.create_collection("tiles", real.shape[1], {"centroid": "geo"})
+        shard = backend._shard("tiles")  # for the hnsw_ef sweep, which geosearch itself fixes at HNSW_EF
+        upsert_all(backend, real, size)
         start = time.perf_counter()
-        shard.optimize()
+        backend.optimize("tiles")
         build = time.perf_counter() - start
-        box = _filter(where(BOX))
+        info = shard.info()
+        common = {"points": size, "build_s": round(build, 1), "indexed": info.indexed_vectors_count,
+                  "segments": info.segments_count}
 
-        def search(query, params, flt):
+        def search(query, params, box):
             t = time.perf_counter()
-            hits = shard.query(edge.QueryRequest(limit=10, query=edge.Query.Nearest(query.tolist()), filter=flt,
-                                                 params=params))
+            hits = shard.query(edge.QueryRequest(limit=10, query=edge.Query.Nearest(query.tolist()),
+                                                 filter=_filter(where(box) if box else None), params=params))
             return {h.id for h in hits}, time.perf_counter() - t
 
-        for flt_name, flt in (("none", None), ("box", box)):
-            exact = [search(q, edge.SearchParams(exact=True), flt) for q in queries]
-            for ef in (None, 64, 128, 256, 512):
-                approx = [search(q, edge.SearchParams(hnsw_ef=ef), flt) for q in queries]
+        for filter_name, box in (("none", None), *BOXES.items()):
+            exact = [search(q, search_params(exact=True), box) for q in queries]
+            for ef, acorn in ((None, True), (64, True), (128, True), (256, True), (512, True), (256, False)):
+                approx = [search(q, search_params(hnsw_ef=ef, acorn=acorn), box) for q in queries]
                 recall = np.mean([len(a & e) / max(len(e), 1) for (a, _), (e, _) in zip(approx, exact, strict=True)])
-                rows.append({"points": len(vectors), "build_s": round(build, 1), "filter": flt_name,
-                             "full_scan_threshold_kb": full_scan_threshold,
-                             "hnsw_ef": ef or "default", "recall_at_10": round(float(recall), 4),
-                             **percentiles([s for _, s in approx]),
-                             "exact": percentiles([s for _, s in exact])})
-        shard.close()
-    return rows
+                yield common | {"filter": filter_name, "hnsw_ef": ef or "default", "acorn": acorn,
+                                "recall_at_10": round(float(recall), 4), **percentiles([s for _, s in approx]),
+                                "exact": percentiles([s for _, s in exact]), "peak_rss_gb": peak_rss_gb()}
 
 
 def main() -> None:
@@ -166,20 +164,19 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--backends", nargs="+", default=["edge", "qdrant-client"])
     parser.add_argument("--hnsw", action="store_true")
-    parser.add_argument("--full-scan-threshold", type=int, default=10_000)
+    parser.add_argument("--queries", type=int, default=QUERIES, help="queries per measurement")
     args = parser.parse_args()
     real = real_embeddings()
-    queries = replicate(real, QUERIES, seed=99)
+    queries = next(noisy_copies(real, args.queries, seed=99))
     common = {"date": date.today().isoformat(), "real_vectors": len(real), "dim": real.shape[1]}
     for size in args.sizes:
-        vectors = replicate(real, size)
         if args.hnsw:
-            for row in run_hnsw(vectors, queries, args.full_scan_threshold):
+            for row in run_hnsw(real, size, queries):
                 print(json.dumps(common | row), flush=True)
             continue
         for backend in args.backends:
-            print(json.dumps(common | {"backend": backend, "points": size, **run_backend(backend, vectors, queries)}),
-                  flush=True)
+            row = {"backend": backend, "points": size, **run_backend(backend, real, size, queries)}
+            print(json.dumps(common | row), flush=True)
 
 
 if __name__ == "__main__":

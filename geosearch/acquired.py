@@ -19,12 +19,13 @@ _NAME_PATTERNS = (
 )
 
 
-def parse_date(text: str) -> datetime:
+def parse_date(text: str, option: str = "--acquired") -> datetime:
     """An ISO date or datetime given by the user (naive means UTC)."""
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise GeosearchError(f"--acquired {text!r}: give a date like 2020-05-18, or 'auto'") from None
+        raise GeosearchError(f"{option} {text!r}: give a date like 2020-05-18 or a time like 2020-05-18T13:42") \
+            from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

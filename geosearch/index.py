@@ -13,7 +13,10 @@ import torch
 from geosearch.embed import EmbeddedBatch, PlannedScene, SceneFailure, embed_scenes
 from geosearch.encoder.checkpoint import Checkpoint
 from geosearch.errors import GeosearchError, SceneError
+from geosearch.grid import EdgeMode
+from geosearch.scene import Scene
 from geosearch.store.archive import Archive
+from geosearch.stretch import Stretch
 from geosearch.tiling import TilingOptions
 
 # Qdrant Edge writes through memory-mapped files: on a full disk the kernel kills the process (SIGBUS) before any
@@ -46,14 +49,32 @@ def _geojson(geometries: np.ndarray) -> list[dict]:
     return [json.loads(text) for text in shapely.to_geojson(geometries)]
 
 
+def _union(footprints: np.ndarray) -> dict:
+    return json.loads(shapely.to_geojson(shapely.union_all(footprints)))
+
+
 def scene_record(planned: PlannedScene, tiling: TilingOptions, model_id: str, acquired: str | None) -> dict:
-    footprint = shapely.union_all(planned.grid.footprints.wgs84)
+    """A scene's record; its footprint is the whole grid's until indexing narrows it to the tiles kept."""
     return planned.summary | {
         "model_id": model_id, "acquired": acquired,
-        "footprint": json.loads(shapely.to_geojson(footprint)), "tile_count_planned": len(planned.grid),
+        "footprint": _union(planned.grid.footprints.wgs84), "tile_count_planned": len(planned.grid),
         "tiling": {"tile_size": tiling.tile_size, "stride": tiling.step, "edge": str(tiling.edge), "gsd": tiling.gsd,
                    "min_valid": tiling.min_valid, "nodata": tiling.nodata},
     }
+
+
+def tiling_of(record: dict) -> TilingOptions:
+    """The tiling a scene was indexed with."""
+    tiling = record["tiling"]
+    return TilingOptions(tile_size=tiling["tile_size"], stride=tiling["stride"], edge=EdgeMode(tiling["edge"]),
+                         gsd=tiling["gsd"], bands=tuple(record["bands"]), nodata=tiling["nodata"],
+                         min_valid=tiling["min_valid"])
+
+
+def open_indexed(record: dict) -> Scene:
+    """Open an indexed scene as it was indexed (bands, GSD, nodata, stretch), so pixels read from it now match
+    the pixels its tiles were embedded from."""
+    return tiling_of(record).open(record["path"], stretch=Stretch.from_dict(record["stretch"]))
 
 
 def tile_payloads(planned: PlannedScene, record: dict, batch: EmbeddedBatch) -> tuple[list[str], list[dict]]:
@@ -111,7 +132,7 @@ def index_scenes(
     for record in records:
         archive.begin_scene(record)
     read = [0] * len(pending)
-    stored = [0] * len(pending)
+    kept: list[list[np.ndarray]] = [[] for _ in pending]
     failed: set[int] = set()
     results = embed_scenes(checkpoint.encoder(), pending, tiling, device, batch_size, workers, compile)
     for result in results:
@@ -128,12 +149,15 @@ def index_scenes(
             ids, payloads = tile_payloads(pending[s], records[s], result)
             archive.add_tiles(ids, result.vectors, payloads)
         read[s] += result.read
-        stored[s] += len(result.indexes)
+        kept[s].append(result.indexes)
         if on_tiles:
             on_tiles(result.read)
         if read[s] == len(pending[s].grid):
-            archive.complete_scene(records[s], stored[s])
+            stored = np.concatenate(kept[s])
+            if len(stored):  # where the scene has data, rather than its whole grid
+                records[s]["footprint"] = _union(pending[s].grid.footprints.wgs84[stored])
+            archive.complete_scene(records[s], len(stored))
             report.indexed.append(pending[s].path)
-            report.tiles_stored += stored[s]
-            report.tiles_skipped += read[s] - stored[s]
+            report.tiles_stored += len(stored)
+            report.tiles_skipped += read[s] - len(stored)
     return report

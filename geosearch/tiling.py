@@ -104,18 +104,23 @@ def plan_grid(scene: Scene, options: TilingOptions) -> TileGrid:
         offsets = tile_offsets(scene.grid.width, scene.grid.height, options.tile_size, options.step, options.edge)
     except GeosearchError as error:
         raise SceneError(scene.path, str(error)) from None
+    return grid_at(scene, offsets, options.tile_size, options.step)
+
+
+def grid_at(scene: Scene, offsets: np.ndarray, tile_size: int, stride: int) -> TileGrid:
+    """Tiles of `tile_size` at given (row, col) offsets on the scene's tiling grid, which may reach past its edge."""
     return TileGrid(
         scene_id=scene.scene_id,
         scene_path=scene.path,
         crs=CRS.from_user_input(scene.grid.crs),
-        tile_size=options.tile_size,
-        stride=options.step,
+        tile_size=tile_size,
+        stride=stride,
         gsd_m=scene.gsd_m,
         offsets=offsets,
         footprints=grid_footprints(
-            scene.grid.transform, scene.grid.crs, offsets, options.tile_size, FOOTPRINT_TOLERANCE * scene.gsd_m
+            scene.grid.transform, scene.grid.crs, offsets, tile_size, FOOTPRINT_TOLERANCE * scene.gsd_m
         ),
-        tile_ids=[tile_id(scene.scene_id, int(r), int(c), options.tile_size, scene.gsd_m) for r, c in offsets],
+        tile_ids=[tile_id(scene.scene_id, int(r), int(c), tile_size, scene.gsd_m) for r, c in offsets],
     )
 
 
@@ -129,16 +134,21 @@ class Tile:
     kept: bool  # valid_fraction reaches the threshold
 
 
+def read_tile(scene: Scene, row: int, col: int, size: int) -> tuple[np.ndarray, float]:
+    """One tile's (3, S, S) uint8 pixels after the scene's stretch, nodata set to 0, and its valid fraction."""
+    raw, valid = scene.read(row, col, size)
+    pixels = scene.stretch.apply(raw)
+    pixels[:, ~valid] = 0
+    return pixels, float(valid.mean())
+
+
 def read_tiles(
     scene: Scene, grid: TileGrid, min_valid: float = DEFAULT_MIN_VALID, indexes: Iterable[int] | None = None
 ) -> Iterator[Tile]:
     """Read, mask and stretch tiles of the grid (all, or those at `indexes`) in order; one in memory at a time."""
     for index in range(len(grid)) if indexes is None else indexes:
         row, col = grid.offsets[index]
-        raw, valid = scene.read(int(row), int(col), grid.tile_size)
-        pixels = scene.stretch.apply(raw)
-        pixels[:, ~valid] = 0
-        valid_fraction = float(valid.mean())
+        pixels, valid_fraction = read_tile(scene, int(row), int(col), grid.tile_size)
         yield Tile(index=index, pixels=pixels, valid_fraction=valid_fraction, kept=valid_fraction >= min_valid)
 
 

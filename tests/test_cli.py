@@ -1,4 +1,4 @@
-"""`geosearch tile` and `geosearch demo` as a user runs them: outputs, summaries, every bad input, config."""
+"""`geosearch tile` as a user runs it: outputs, summaries, every bad input, config."""
 
 import json
 import shutil
@@ -10,7 +10,7 @@ import pytest
 import rasterio
 
 from conftest import run_geosearch
-from geosearch.data import AERIAL_3857, LANDSAT7_RGB, LANDSAT8_224077, LANDSAT8_224078, SCENES_DIR
+from geosearch.data import AERIAL_3857, LANDSAT7_RGB, LANDSAT8_224077, LANDSAT8_224078
 
 
 def error_lines(result) -> list[str]:
@@ -186,11 +186,3 @@ def test_config_file_then_environment_then_option(tmp_path):
     config.write_text("[tile\n")
     broken = run_geosearch("tile", str(AERIAL_3857), env=env)
     assert broken.returncode == 1 and "cannot read config file" in broken.stderr
-
-
-def test_demo_tiles_the_shipped_scenes(tmp_path):
-    result = run_geosearch("demo", "--out-dir", str(tmp_path / "demo"))
-    assert result.returncode == 0, result.stderr
-    frame = gpd.read_file(tmp_path / "demo" / "tiles.geojson")
-    assert set(frame["scene_path"]) == {str(p) for p in SCENES_DIR.glob("*.tif")}
-    assert frame["kept"].sum() == 16 + 10 + 20 + 16

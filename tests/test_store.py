@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import UTC, datetime
 
 import geopandas as gpd
@@ -22,6 +23,7 @@ from geosearch.errors import GeosearchError
 from geosearch.index import index_scenes
 from geosearch.store import open_backend
 from geosearch.store.archive import Archive
+from geosearch.store.backend import HNSW_MIN_TILES
 from geosearch.store.filters import DateRange, GeoBox, Match, where
 from geosearch.tiling import TilingOptions, survey
 
@@ -95,6 +97,34 @@ def test_another_model_is_refused(backend, checkpoint):
     Archive.open(backend, backend.prefix, checkpoint.model_id, checkpoint.config.dim)
     with pytest.raises(GeosearchError, match=rf"holds vectors of model {checkpoint.model_id}; this run uses other-1"):
         Archive.open(backend, backend.prefix, "other-1", 32)
+
+
+def test_hnsw_is_built_past_the_threshold_and_agrees_with_exact_search(tmp_path):
+    """Qdrant Edge builds HNSW only for segments past HNSW_MIN_TILES; what it finds then agrees with exact search,
+    with and without a geo filter; tiles added later stay in a plain segment and are still found."""
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((HNSW_MIN_TILES + 5000, 8)).astype(np.float32)
+    lon = rng.uniform(-50, 50, len(vectors))
+    with open_backend(tmp_path / "store") as backend:
+        backend.create_collection("tiles", 8, {"centroid": "geo"})
+
+        def add(start: int, stop: int) -> None:
+            for i in range(start, stop, 5000):
+                ids = [str(uuid.UUID(int=j + 1)) for j in range(i, min(i + 5000, stop))]
+                backend.upsert("tiles", ids, vectors[i:i + len(ids)],
+                               [{"centroid": {"lon": float(x), "lat": 0.0}} for x in lon[i:i + len(ids)]])
+
+        add(0, HNSW_MIN_TILES - 5000)
+        assert backend.optimize("tiles") is False and backend.indexed_count("tiles") == 0
+        add(HNSW_MIN_TILES - 5000, HNSW_MIN_TILES + 4000)
+        assert backend.optimize("tiles") is True and backend.indexed_count("tiles") == HNSW_MIN_TILES + 4000
+        add(HNSW_MIN_TILES + 4000, len(vectors))
+        box = where(GeoBox("centroid", -50, -1, -40, 1))  # about 10 %
+        for query in vectors[-20:]:  # among the plain segment's points
+            for flt in (None, box):
+                exact = {h.id for h in backend.query("tiles", query, 10, flt, exact=True)}
+                assert {h.id for h in backend.query("tiles", query, 10, flt)} == exact
+        assert backend.indexed_count("tiles") == HNSW_MIN_TILES + 4000
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,10 @@
 
 import json
 import time
-from pathlib import Path
+from contextlib import nullcontext
 
 import click
-import geopandas as gpd
-import shapely
+import torch
 from rich.progress import Progress
 
 from geosearch.acquired import parse_date
@@ -21,11 +20,15 @@ from geosearch.cli.options import (
     tiling_from,
     tiling_options,
 )
+from geosearch.encoder.checkpoint import Checkpoint
 from geosearch.encoder.default import open_model
 from geosearch.encoder.device import describe_device, resolve_device
-from geosearch.errors import GeosearchError
-from geosearch.export import check_output_path, write_features
+from geosearch.errors import SceneError
+from geosearch.export import check_output_path, scenes_frame, write_features
 from geosearch.index import index_scenes
+from geosearch.store.archive import Archive
+from geosearch.store.backend import HNSW_MIN_TILES
+from geosearch.tiling import TilingOptions
 
 
 @cli.command()
@@ -46,36 +49,50 @@ def index(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str
     given = None if acquired == "auto" else parse_date(acquired)
     checkpoint = open_model(model_spec)
     torch_device = resolve_device(device)
-    options = tiling_from(kwargs)
-    start = time.perf_counter()
     with open_archive(store, qdrant_url, api_key, collection, checkpoint.model_id, checkpoint.config.dim) as archive:
-        if not (quiet or as_json):
-            click.echo(f"model {checkpoint.model_id} on {describe_device(torch_device)}, "
-                       f"store {archive.backend.location} ({collection})")
-        planned, failures = plan_all(paths, options)
-        with Progress(*PROGRESS_COLUMNS, console=stderr, disable=quiet or as_json, transient=True) as progress:
-            task = progress.add_task("tiles", total=sum(len(p.grid) for p in planned))
-            report = index_scenes(archive, checkpoint, planned, options, torch_device, acquired=given,
-                                  auto_acquired=acquired == "auto", force=force, batch_size=batch_size,
-                                  workers=workers, compile=compile_model,
-                                  on_tiles=lambda n: progress.advance(task, n))
-        tiles_in_store = archive.tile_count()
-    for error in report.failed:
-        print_error(error)
-    failures += report.failed
-    seconds = time.perf_counter() - start
-    summary = {"indexed": len(report.indexed), "unchanged": len(report.unchanged), "failed": len(failures),
-               "tiles_stored": report.tiles_stored, "tiles_skipped": report.tiles_skipped,
-               "tiles_in_store": tiles_in_store, "seconds": round(seconds, 3),
-               "tiles_per_s": round(report.tiles_stored / seconds, 2) if seconds else None}
+        summary, failures = index_into(archive, paths, tiling_from(kwargs), checkpoint, torch_device,
+                                       show=not (quiet or as_json), acquired=given, auto_acquired=acquired == "auto",
+                                       force=force, batch_size=batch_size, workers=workers, compile=compile_model)
     if as_json:
         click.echo(json.dumps(summary | {"errors": [{"path": f.path, "error": f.problem} for f in failures]}, indent=2))
     elif not quiet:
         click.echo(f"{summary['indexed']} scene(s) indexed, {summary['unchanged']} unchanged, {len(failures)} failed: "
-                   f"{report.tiles_stored} tiles stored, {report.tiles_skipped} skipped, {seconds:.1f} s "
-                   f"({summary['tiles_per_s']} tiles/s); {tiles_in_store} tiles in the store")
+                   f"{summary['tiles_stored']} tiles stored, {summary['tiles_skipped']} skipped, "
+                   f"{summary['seconds']:.1f} s ({summary['tiles_per_s']} tiles/s); "
+                   f"{summary['tiles_in_store']} tiles in the store"
+                   + (f", HNSW built in {summary['hnsw_seconds']:.1f} s" if summary["hnsw_seconds"] else ""))
     if failures:
         raise click.exceptions.Exit(1)
+
+
+def index_into(archive: Archive, paths: list[str], options: TilingOptions, checkpoint: Checkpoint,
+               device: torch.device, show: bool, **index_options) -> tuple[dict, list[SceneError]]:
+    """Plan, embed and store the scenes, then build HNSW where the store's rule calls for it; returns the
+    summary and every scene that failed. `show`: progress bars and the model/store line."""
+    start = time.perf_counter()
+    if show:
+        click.echo(f"model {checkpoint.model_id} on {describe_device(device)}, "
+                   f"store {archive.backend.location} ({archive.collection})")
+    planned, failures = plan_all(paths, options)
+    with Progress(*PROGRESS_COLUMNS, console=stderr, disable=not show, transient=True) as progress:
+        task = progress.add_task("tiles", total=sum(len(p.grid) for p in planned))
+        report = index_scenes(archive, checkpoint, planned, options, device,
+                              on_tiles=lambda n: progress.advance(task, n), **index_options)
+    with stderr.status("building the HNSW graph (minutes for a large archive)") \
+            if show and archive.tile_count() >= HNSW_MIN_TILES else nullcontext():
+        graph_start = time.perf_counter()
+        built = archive.optimize()
+        graph_seconds = time.perf_counter() - graph_start
+    for error in report.failed:
+        print_error(error)
+    seconds = time.perf_counter() - start
+    summary = {"indexed": len(report.indexed), "unchanged": len(report.unchanged),
+               "failed": len(failures) + len(report.failed), "tiles_stored": report.tiles_stored,
+               "tiles_skipped": report.tiles_skipped, "tiles_in_store": archive.tile_count(),
+               "tiles_in_hnsw": archive.backend.indexed_count(archive.collection),
+               "hnsw_seconds": round(graph_seconds, 3) if built else 0, "seconds": round(seconds, 3),
+               "tiles_per_s": round(report.tiles_stored / seconds, 2) if seconds else None}
+    return summary, failures + report.failed
 
 
 @cli.command()
@@ -89,11 +106,7 @@ def scenes(store: str | None, qdrant_url: str | None, api_key: str | None, colle
     with open_archive(store, qdrant_url, api_key, collection) as archive:
         records = archive.scenes()
     if out:
-        frame = gpd.GeoDataFrame(
-            [{key: r.get(key) for key in ("scene_id", "path", "status", "tiles", "acquired", "crs", "gsd_m",
-                                           "model_id", "indexed_at")} for r in records],
-            geometry=[shapely.geometry.shape(r["footprint"]) for r in records], crs=4326)
-        write_features(frame, out)
+        write_features(scenes_frame(records), out)
     if as_json:
         click.echo(json.dumps(records, indent=2))
         return
@@ -109,11 +122,7 @@ def scenes(store: str | None, qdrant_url: str | None, api_key: str | None, colle
 def remove(scene: str, store: str | None, qdrant_url: str | None, api_key: str | None, collection: str) -> None:
     """Remove SCENE (its id, or its path) and all of its tiles from the archive."""
     with open_archive(store, qdrant_url, api_key, collection) as archive:
-        matches = [r for r in archive.scenes()
-                   if scene in (r["scene_id"], r["path"]) or Path(r["path"]).resolve() == Path(scene).resolve()]
-        if not matches:
-            raise GeosearchError(f"no scene {scene!r} in the archive; `geosearch scenes` lists them")
-        for record in matches:
+        for record in archive.find_scenes(scene):
             tiles = archive.remove_scene(record["scene_id"])
             click.echo(f"removed {record['path']} ({record['scene_id']}): {tiles} tiles")
 

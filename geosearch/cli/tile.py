@@ -1,4 +1,4 @@
-"""`geosearch tile` and `geosearch demo`."""
+"""`geosearch tile`."""
 
 import json
 import time
@@ -12,7 +12,6 @@ from rich.progress import Progress, TaskID
 
 from geosearch.cli.main import PROGRESS_COLUMNS, cli, print_error, stderr
 from geosearch.cli.options import scene_arguments, scene_paths, tiling_from, tiling_options
-from geosearch.data import shipped_scenes
 from geosearch.errors import SceneError
 from geosearch.export import check_output_path, write_features
 from geosearch.tiling import Survey, TilingOptions, survey
@@ -91,15 +90,3 @@ def tile(scenes: tuple[str, ...], recursive: bool, out: str | None, include_skip
     out_path = check_output_path(out) if out else None
     paths = scene_paths(scenes, recursive)
     _tile(paths, tiling_from(kwargs), out_path, include_skipped, as_json, quiet)
-
-
-@cli.command()
-@click.option("--out-dir", type=click.Path(file_okay=False), default="geosearch-demo", show_default=True,
-              help="Where the demo writes its results.")
-def demo(out_dir: str) -> None:
-    """Tile the scenes shipped with geosearch and write their tile grid as GeoJSON."""
-    directory = Path(out_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = [str(p) for p in shipped_scenes()]
-    _tile(paths, TilingOptions(), directory / "tiles.geojson", include_skipped=True, as_json=False, quiet=False)
-    click.echo("open it in QGIS (or any GIS) over the scenes in " + str(Path(paths[0]).parent))

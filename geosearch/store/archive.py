@@ -11,6 +11,7 @@ A run that dies anywhere before 3 leaves the scene "indexing", and the next run 
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 
@@ -72,6 +73,15 @@ class Archive:
         return sorted((p for _, p in self.backend.scroll(self.records, where(Match("kind", "scene")))),
                       key=lambda record: record["path"])
 
+    def find_scenes(self, key: str) -> list[dict]:
+        """The scenes a user means by `key`: a scene id, or a path (as given, or resolved)."""
+        resolved = str(Path(key).resolve())
+        found = [r for r in self.scenes() if key in (r["scene_id"], r["path"]) or str(Path(r["path"]).resolve()) ==
+                 resolved]
+        if not found:
+            raise GeosearchError(f"no scene {key!r} in the archive; `geosearch scenes` lists them")
+        return found
+
     def _put_record(self, record: dict) -> None:
         self.backend.upsert(self.records, [_record_id(f"scene:{record['scene_id']}")], _RECORD_VECTOR, [record])
         self.backend.flush()
@@ -113,8 +123,19 @@ class Archive:
     def tile_count(self, scene_id: str | None = None) -> int:
         return self.backend.count(self.collection, where(Match("scene_id", scene_id)) if scene_id else None)
 
+    def tile(self, tile_id: str) -> tuple[np.ndarray, dict] | None:
+        """A stored tile's vector and payload, or None."""
+        vectors = self.backend.vectors(self.collection, [tile_id])
+        if tile_id not in vectors:
+            return None
+        return vectors[tile_id], self.backend.payloads(self.collection, [tile_id])[tile_id]
+
     def tiles(self, scene_id: str) -> Iterator[tuple[str, dict]]:
         return self.backend.scroll(self.collection, where(Match("scene_id", scene_id)))
+
+    def optimize(self) -> bool:
+        """Build HNSW where the store's rule calls for it (store/backend.py); True if anything was built."""
+        return self.backend.optimize(self.collection)
 
     def stats(self) -> dict:
         scenes = self.scenes()
@@ -122,4 +143,5 @@ class Archive:
         for record in scenes:
             by_status[record["status"]] = by_status.get(record["status"], 0) + 1
         return {"store": self.backend.location, "collection": self.collection, "model_id": self.model_id,
-                "dim": self.dim, "scenes": len(scenes), "scenes_by_status": by_status, "tiles": self.tile_count()}
+                "dim": self.dim, "scenes": len(scenes), "scenes_by_status": by_status, "tiles": self.tile_count(),
+                "tiles_in_hnsw": self.backend.indexed_count(self.collection)}

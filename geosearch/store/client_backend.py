@@ -7,8 +7,8 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from geosearch.errors import GeosearchError
-from geosearch.store.backend import Hit, free_bytes_at
-from geosearch.store.filters import DateRange, Filter, GeoBox, HasId, Match, Range
+from geosearch.store.backend import HNSW_EF, Hit, free_bytes_at
+from geosearch.store.filters import DateRange, Filter, GeoBox, HasId, Match, MatchAny, Range
 
 _SCHEMAS = {"keyword": models.PayloadSchemaType.KEYWORD, "integer": models.PayloadSchemaType.INTEGER,
             "float": models.PayloadSchemaType.FLOAT, "geo": models.PayloadSchemaType.GEO,
@@ -19,6 +19,8 @@ def _condition(condition) -> models.Condition:
     match condition:
         case Match(key, value):
             return models.FieldCondition(key=key, match=models.MatchValue(value=value))
+        case MatchAny(key, values):
+            return models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))
         case Range(key, gte, lte):
             return models.FieldCondition(key=key, range=models.Range(gte=gte, lte=lte))
         case DateRange(key, gte, lte):
@@ -90,12 +92,24 @@ class ClientBackend:
     def payloads(self, name: str, ids: list[str]) -> dict[str, dict]:
         return {str(r.id): r.payload or {} for r in self.client.retrieve(name, ids=ids, with_payload=True)}
 
+    def vectors(self, name: str, ids: list[str]) -> dict[str, np.ndarray]:
+        records = self.client.retrieve(name, ids=ids, with_payload=False, with_vectors=True)
+        return {str(r.id): np.asarray(r.vector, dtype=np.float32) for r in records}
+
     def query(self, name: str, vector: np.ndarray, k: int, where: Filter | None = None,
               exact: bool = False) -> list[Hit]:
-        params = None if self.local_path else models.SearchParams(exact=exact)  # local mode is always exact
+        params = None if self.local_path else models.SearchParams(  # local mode is always exact
+            hnsw_ef=HNSW_EF, exact=exact, acorn=models.AcornSearchParams(enable=True))
         response = self.client.query_points(name, query=vector.tolist(), limit=k, query_filter=_filter(where),
                                             search_params=params, with_payload=True)
         return [Hit(str(p.id), p.score, p.payload or {}) for p in response.points]
+
+    def optimize(self, name: str) -> bool:
+        """A server builds HNSW in the background by its own thresholds; local mode has none."""
+        return False
+
+    def indexed_count(self, name: str) -> int:
+        return self.client.get_collection(name).indexed_vectors_count or 0
 
     def free_bytes(self) -> int | None:
         return free_bytes_at(self.local_path) if self.local_path else None

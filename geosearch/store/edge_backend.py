@@ -1,6 +1,6 @@
 """The embedded backend: Qdrant Edge (qdrant-edge-py), the Qdrant engine in-process, one shard per collection
 in a folder of its own. It has no optimizer running in the background: segments stay plain (exact search) until
-`optimize()` builds HNSW."""
+`optimize()` builds HNSW over those past HNSW_MIN_TILES, which `geosearch index` calls at the end of a run."""
 
 import functools
 import logging
@@ -11,8 +11,8 @@ import numpy as np
 import qdrant_edge as edge
 
 from geosearch.errors import GeosearchError
-from geosearch.store.backend import Hit, free_bytes_at
-from geosearch.store.filters import DateRange, Filter, GeoBox, HasId, Match, Range
+from geosearch.store.backend import HNSW_EF, HNSW_MIN_TILES, Hit, free_bytes_at
+from geosearch.store.filters import DateRange, Filter, GeoBox, HasId, Match, MatchAny, Range
 
 _SCHEMAS = {"keyword": edge.PayloadSchemaType.Keyword, "integer": edge.PayloadSchemaType.Integer,
             "float": edge.PayloadSchemaType.Float, "geo": edge.PayloadSchemaType.Geo,
@@ -45,6 +45,8 @@ def _condition(condition):
     match condition:
         case Match(key, value):
             return edge.FieldCondition(key=key, match=edge.MatchValue(value))
+        case MatchAny(key, values):
+            return edge.FieldCondition(key=key, match=edge.MatchAny(list(values)))
         case Range(key, gte, lte):
             return edge.FieldCondition(key=key, range=edge.RangeFloat(gte=gte, lte=lte))
         case DateRange(key, gte, lte):
@@ -66,6 +68,21 @@ def _filter(where: Filter | None):
                        must_not=[_condition(c) for c in where.must_not] or None)
 
 
+def shard_config(dim: int) -> edge.EdgeConfig:
+    """Cosine vectors; HNSW (Qdrant's default m and ef_construct) for segments past HNSW_MIN_TILES. Thresholds are
+    in KB of vectors. Keep full_scan_threshold at Qdrant's default: below it, a filtered query is answered exactly
+    from the payload index, and forcing the graph walk there loses the true neighbours (BENCHMARKS.md)."""
+    return edge.EdgeConfig(
+        vectors=edge.EdgeVectorParams(size=dim, distance=edge.Distance.Cosine),
+        hnsw_config=edge.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000),
+        optimizers=edge.EdgeOptimizersConfig(indexing_threshold=HNSW_MIN_TILES * dim * 4 // 1024))
+
+
+def search_params(exact: bool = False, hnsw_ef: int | None = HNSW_EF, acorn: bool = True) -> edge.SearchParams:
+    """ACORN walks two hops through points a filter rejects; Qdrant uses it only for selective filters."""
+    return edge.SearchParams(hnsw_ef=hnsw_ef, exact=exact, acorn=edge.AcornSearchParams(enable=acorn))
+
+
 class EdgeBackend:
     def __init__(self, root: Path):
         self.root = root
@@ -85,8 +102,7 @@ class EdgeBackend:
     @_engine
     def create_collection(self, name: str, dim: int, indexes: dict[str, str]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        config = edge.EdgeConfig(vectors=edge.EdgeVectorParams(size=dim, distance=edge.Distance.Cosine))
-        shard = self._shards[name] = edge.EdgeShard.create(str(self.root / name), config)
+        shard = self._shards[name] = edge.EdgeShard.create(str(self.root / name), shard_config(dim))
         for key, kind in indexes.items():
             shard.update(edge.UpdateOperation.create_field_index(key, _SCHEMAS[kind]))
         shard.flush()
@@ -123,11 +139,24 @@ class EdgeBackend:
         return {str(r.id): r.payload or {} for r in self._shard(name).retrieve(ids, True, False)}
 
     @_engine
+    def vectors(self, name: str, ids: list[str]) -> dict[str, np.ndarray]:
+        return {str(r.id): np.asarray(r.vector, dtype=np.float32) for r in self._shard(name).retrieve(ids, False, True)}
+
+    @_engine
     def query(self, name: str, vector: np.ndarray, k: int, where: Filter | None = None,
               exact: bool = False) -> list[Hit]:
         request = edge.QueryRequest(limit=k, query=edge.Query.Nearest(vector.astype(np.float32).tolist()),
-                                    filter=_filter(where), with_payload=True, params=edge.SearchParams(exact=exact))
+                                    filter=_filter(where), with_payload=True,
+                                    params=search_params(exact))
         return [Hit(str(p.id), p.score, p.payload or {}) for p in self._shard(name).query(request)]
+
+    @_engine
+    def optimize(self, name: str) -> bool:
+        return self._shard(name).optimize()
+
+    @_engine
+    def indexed_count(self, name: str) -> int:
+        return self._shard(name).info().indexed_vectors_count
 
     def free_bytes(self) -> int | None:
         return free_bytes_at(self.root)

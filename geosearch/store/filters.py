@@ -11,6 +11,12 @@ class Match:
 
 
 @dataclass(frozen=True)
+class MatchAny:
+    key: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Range:
     key: str
     gte: float | None = None
@@ -40,7 +46,7 @@ class HasId:
     ids: tuple[str, ...]
 
 
-Condition = Match | Range | DateRange | GeoBox | HasId
+Condition = Match | MatchAny | Range | DateRange | GeoBox | HasId
 
 
 @dataclass(frozen=True)

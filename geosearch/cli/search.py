@@ -1,0 +1,145 @@
+"""`geosearch search` and `geosearch export`: questions to the archive, and their answers as files."""
+
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import click
+import geopandas as gpd
+import shapely
+
+from geosearch.acquired import parse_date
+from geosearch.cli.main import cli
+from geosearch.cli.options import open_archive, store_options
+from geosearch.encoder.device import DEVICES
+from geosearch.errors import GeosearchError
+from geosearch.export import FORMATS, check_output_path, scenes_frame, write_features
+from geosearch.query import Box, Query, build_query
+from geosearch.search import Filters, Result, hits_frame
+from geosearch.search import search as search_archive
+from geosearch.store.archive import Archive
+
+
+def _within(value: str) -> shapely.Geometry:
+    """A lon/lat box 'MINLON,MINLAT,MAXLON,MAXLAT', or a vector file of polygons in any CRS."""
+    if Path(value).exists():
+        try:
+            frame = gpd.read_file(value)
+        except Exception as error:  # pyogrio raises its own errors for every kind of unreadable file
+            raise GeosearchError(f"--within {value}: cannot be read as vector data: {error}") from None
+        if frame.crs is None or frame.empty:
+            raise GeosearchError(f"--within {value}: needs polygons with a CRS")
+        region = frame.to_crs(4326).union_all()
+        if region.area == 0:
+            raise GeosearchError(f"--within {value}: has no polygon with an area")
+        return region
+    try:
+        bounds = [float(v) for v in value.split(",")]
+    except ValueError:
+        bounds = []
+    if len(bounds) != 4:
+        raise GeosearchError(f"--within {value!r}: give MINLON,MINLAT,MAXLON,MAXLAT or a polygon file")
+    box = Box.parse(tuple(bounds))
+    return box.polygon(box.crs)
+
+
+def _date(value: str | None, option: str, end_of_day: bool = False) -> datetime | None:
+    """A date bound; a bare day given as --before includes that whole day."""
+    if value is None:
+        return None
+    parsed = parse_date(value, option)
+    return parsed + timedelta(days=1, microseconds=-1) if end_of_day and len(value) == 10 else parsed
+
+
+def print_hits(hits: list[Result]) -> None:
+    for hit in hits:
+        p = hit.payload
+        click.echo(f"{hit.rank:>3}  {hit.score:.4f}  {Path(p['scene_path']).name}  row {p['row']} col {p['col']}  "
+                   f"{(p.get('acquired') or '-')[:10]}  {hit.tile_id}")
+
+
+@cli.command()
+@click.option("--bbox", nargs=4, type=float, metavar="MINX MINY MAXX MAXY", help="Query by the land in this box.")
+@click.option("--crs", default="EPSG:4326", show_default=True, help="CRS of --bbox.")
+@click.option("--tile", help="Query by an indexed tile (its id).")
+@click.option("--image", type=click.Path(dir_okay=False), help="Query by a picture (PNG, JPEG…).")
+@click.option("--query-scene", help="Read the box from this indexed scene (id or path). [default: the scene "
+                                    "covering most of the box]")
+@click.option("--raster", type=click.Path(dir_okay=False), help="Read the box from this raster (indexed or not).")
+@click.option("-k", type=click.IntRange(min=1), default=20, show_default=True, help="How many matches.")
+@click.option("--within", help="Only matches centred in MINLON,MINLAT,MAXLON,MAXLAT or in a polygon file.")
+@click.option("--scene", "scenes", multiple=True, help="Only matches from this scene (id or path); repeatable.")
+@click.option("--after", help="Only matches acquired on or after this date.")
+@click.option("--before", help="Only matches acquired on or before this date.")
+@click.option("--min-score", type=click.FloatRange(-1, 1), help="Only matches at least this similar (cosine).")
+@click.option("--include-self", is_flag=True, help="Keep matches on the query's own ground (other scenes, dates).")
+@click.option("-o", "--out", type=click.Path(dir_okay=False), help="Write matches to .geojson, .gpkg or .parquet.")
+@click.option("--quicklook", type=click.Path(dir_okay=False), help="Write a PNG of the query and the best matches.")
+@click.option("--json", "as_json", is_flag=True, help="Print the matches as a GeoJSON FeatureCollection.")
+@click.option("--model", "model_spec", default="default", show_default=True, envvar="GEOSEARCH_MODEL",
+              help="The checkpoint the archive was indexed with, or 'default'.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, envvar="GEOSEARCH_DEVICE")
+@store_options
+def search(bbox: tuple | None, crs: str, tile: str | None, image: str | None, query_scene: str | None,
+           raster: str | None, k: int, within: str | None, scenes: tuple[str, ...], after: str | None,
+           before: str | None, min_score: float | None, include_self: bool, out: str | None, quicklook: str | None,
+           as_json: bool, model_spec: str, device: str, store: str | None, qdrant_url: str | None,
+           api_key: str | None, collection: str) -> None:
+    """Find the places in the archive that look like a box on the map, a tile or a picture."""
+    out_path = check_output_path(out) if out else None
+    if quicklook:
+        check_output_path(quicklook, (".png",))
+    with open_archive(store, qdrant_url, api_key, collection) as archive:
+        start = time.perf_counter()
+        filters = Filters(within=_within(within) if within else None,
+                          scenes=tuple(r["scene_id"] for key in scenes for r in archive.find_scenes(key)),
+                          after=_date(after, "--after"), before=_date(before, "--before", end_of_day=True),
+                          min_score=min_score)
+        query = build_query(archive, bbox=bbox, crs=crs, tile=tile, image=image, query_scene=query_scene,
+                            raster=raster, model_spec=model_spec, device=device)
+        hits, frame = answer(archive, query, k, filters, include_self, out_path, quicklook)
+        seconds = time.perf_counter() - start
+    if as_json:
+        click.echo(frame.to_json(drop_id=True))
+        return
+    print_hits(hits)
+    click.echo(f"{len(hits)} match(es) in {seconds * 1000:.0f} ms")
+    for path in filter(None, (out_path, quicklook)):
+        click.echo(f"wrote {path}")
+
+
+def answer(archive: Archive, query: Query, k: int, filters: Filters, include_self: bool, out: Path | None,
+           quicklook: str | Path | None) -> tuple[list[Result], gpd.GeoDataFrame]:
+    """Search, then write the matches and the quicklook where asked."""
+    hits = search_archive(archive, query, k, filters, include_self)
+    frame = hits_frame(hits, query, filters)
+    if out:
+        write_features(frame, out)
+    if quicklook:
+        from geosearch.quicklook import write_quicklook  # Pillow's drawing, only when a picture is asked for
+
+        write_quicklook(quicklook, query, hits, archive)
+    return hits, frame
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, metavar="[SOURCE] OUT")
+@click.option("--scenes", "scene_footprints", is_flag=True, help="Write the archive's scene footprints to OUT.")
+@store_options
+def export(files: tuple[str, ...], scene_footprints: bool, store: str | None, qdrant_url: str | None,
+           api_key: str | None, collection: str) -> None:
+    """Rewrite saved matches (SOURCE) as OUT, in the format its extension names; or, with --scenes, write the
+    archive's scene footprints to OUT."""
+    if len(files) != (1 if scene_footprints else 2):
+        raise GeosearchError("give SOURCE OUT to rewrite saved matches, or --scenes OUT for the scene footprints")
+    out_path = check_output_path(files[-1])
+    if scene_footprints:
+        with open_archive(store, qdrant_url, api_key, collection) as archive:
+            frame = scenes_frame(archive.scenes())
+    else:
+        source = Path(files[0])
+        if source.suffix.lower() not in FORMATS or not source.is_file():
+            raise GeosearchError(f"{source}: not a saved result ({', '.join(FORMATS)} file)")
+        frame = gpd.read_parquet(source) if source.suffix.lower() == ".parquet" else gpd.read_file(source)
+    write_features(frame, out_path)
+    click.echo(f"wrote {len(frame)} feature(s) to {out_path}")

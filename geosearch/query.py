@@ -1,0 +1,269 @@
+"""Query vectors: from a box drawn on the map, an indexed tile, or a plain picture.
+
+A box is read from a raster at the archive's scale: matches are tiles of `tile_size` pixels, so the query is
+made of tiles of that size too, never of the box stretched or squeezed to the encoder's input.
+- A box no bigger than one tile: the one tile centred on it (the box plus its surroundings, as a tile shows it).
+- A bigger box: the fewest tiles that cover it, spread evenly from edge to edge (at most MAX_QUERY_TILES per
+  side; a box wider than that is sampled by that many tiles spread over it). Their unit vectors are averaged and
+  the mean renormalised, so the query is the direction the box's tiles share.
+Tiles with less than the archive's `min_valid` fraction of valid pixels are left out.
+"""
+
+import math
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio.transform
+import shapely
+import torch
+from PIL import Image, UnidentifiedImageError
+from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError
+from rasterio.windows import Window, from_bounds
+
+from geosearch.encoder.default import open_model
+from geosearch.encoder.device import resolve_device
+from geosearch.encoder.model import Encoder
+from geosearch.errors import GeosearchError
+from geosearch.footprints import WGS84
+from geosearch.index import open_indexed, tiling_of
+from geosearch.scene import Scene, read_masked
+from geosearch.store.archive import Archive
+from geosearch.tiling import TilingOptions, grid_at, read_tile
+
+MAX_QUERY_TILES = 8  # per side: a box of up to 8 × 8 tiles is covered whole
+QUICKLOOK_SIDE = 256  # pixels of the query picture kept for the quicklook
+
+
+class NoDataUnderBox(GeosearchError):
+    """The scene asked to show the box has no valid pixels under it (another scene may have)."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """A box drawn on a map, in its own CRS."""
+
+    minx: float
+    miny: float
+    maxx: float
+    maxy: float
+    crs: CRS
+
+    @classmethod
+    def parse(cls, bounds: tuple[float, float, float, float], crs: str = "EPSG:4326") -> "Box":
+        try:
+            parsed = CRS.from_user_input(crs)
+        except CRSError:
+            raise GeosearchError(f"unknown CRS {crs!r}; give an EPSG code (EPSG:4326), WKT or PROJ string") from None
+        minx, miny, maxx, maxy = bounds
+        if not all(map(math.isfinite, bounds)):
+            raise GeosearchError(f"box {list(bounds)} has a coordinate that is not a number")
+        if minx >= maxx or miny >= maxy:
+            problem = "zero width or height" if minx == maxx or miny == maxy else "min above max"
+            raise GeosearchError(f"box {list(bounds)} is empty ({problem}); give MINX MINY MAXX MAXY")
+        return cls(minx, miny, maxx, maxy, parsed)
+
+    def polygon(self, crs: CRS) -> shapely.Polygon:
+        """The box in another CRS, its edges densified so that they stay true where straight lines bend."""
+        ring = shapely.segmentize(shapely.box(self.minx, self.miny, self.maxx, self.maxy),
+                                  max(self.maxx - self.minx, self.maxy - self.miny) / 64)
+        if crs == self.crs:
+            return ring
+        transformer = Transformer.from_crs(self.crs, crs, always_xy=True)
+        return shapely.transform(ring, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+
+    def describe(self) -> dict:
+        return {"bbox": [self.minx, self.miny, self.maxx, self.maxy], "crs": self.crs.to_string()}
+
+
+@dataclass(frozen=True)
+class Query:
+    """A unit vector to search with, what it covers on the ground (None for a picture) and what it shows."""
+
+    vector: np.ndarray
+    footprint: shapely.Geometry | None  # EPSG:4326
+    pixels: np.ndarray | None  # (3, H, W) uint8, for the quicklook
+    scene_id: str | None
+    description: dict  # goes into every exported match as `query`
+
+
+def _embed(encoder: Encoder, pixels: np.ndarray, device: torch.device) -> np.ndarray:
+    """(n, 3, S, S) uint8 → the normalised mean of their unit vectors."""
+    with torch.inference_mode():
+        vectors = encoder.to(device).eval()(torch.from_numpy(pixels).to(device)).float().cpu().numpy()
+    mean = vectors.mean(axis=0)
+    return mean / np.linalg.norm(mean)
+
+
+def _starts(start: float, stop: float, size: int) -> np.ndarray:
+    """Offsets of the fewest `size`-long tiles covering [start, stop), first at the start and last at the stop;
+    one tile centred on a shorter span; at most MAX_QUERY_TILES spread over a longer one."""
+    count = min(max(1, math.ceil((stop - start) / size)), MAX_QUERY_TILES)
+    if count == 1:
+        return np.array([round((start + stop - size) / 2)])
+    return np.round(np.linspace(start, stop - size, count)).astype(int)
+
+
+def _covering_offsets(window: Window, size: int) -> np.ndarray:
+    rows = _starts(window.row_off, window.row_off + window.height, size)
+    cols = _starts(window.col_off, window.col_off + window.width, size)
+    return np.array([(r, c) for r in rows for c in cols], dtype=np.int64)
+
+
+def _overview(scene: Scene, window: Window) -> np.ndarray:
+    """The box's pixels within the scene, at most QUICKLOOK_SIDE on a side, stretched as the tiles are."""
+    inside = window.round_offsets().round_lengths().intersection(Window(0, 0, scene.grid.width, scene.grid.height))
+    scale = QUICKLOOK_SIDE / max(inside.width, inside.height)
+    shape = (max(1, round(inside.height * scale)), max(1, round(inside.width * scale)))
+    raw, valid = read_masked(scene.grid, scene.bands, inside, out_shape=shape,
+                             nodata=scene.nodata_override if scene.grid is scene.dataset else None)
+    pixels = scene.stretch.apply(raw)
+    pixels[:, ~valid] = 0
+    return pixels
+
+
+def box_query(box: Box, scene: Scene, tiling: TilingOptions, encoder: Encoder, device: torch.device) -> Query:
+    """Embed what `scene` shows under `box`, as the module docstring describes."""
+    outline = box.polygon(scene.grid.crs)
+    extent = shapely.box(*rasterio.transform.array_bounds(scene.grid.height, scene.grid.width, scene.grid.transform))
+    if not (np.isfinite(outline.bounds).all() and outline.intersects(extent)):
+        raise NoDataUnderBox(f"{scene.path}: the box {box.describe()['bbox']} ({box.crs.to_string()}) lies outside "
+                             "this scene")
+    window = from_bounds(*outline.bounds, transform=scene.grid.transform)
+    grid = grid_at(scene, _covering_offsets(window, tiling.tile_size), tiling.tile_size, tiling.tile_size)
+    tiles = [read_tile(scene, int(r), int(c), tiling.tile_size) for r, c in grid.offsets]
+    kept = [i for i, (_, valid) in enumerate(tiles) if valid >= tiling.min_valid]
+    if not kept:
+        raise NoDataUnderBox(f"{scene.path}: the box covers no tile with {tiling.min_valid:.0%} valid pixels "
+                             "(nodata or outside the scene); draw it over the scene's data")
+    vector = _embed(encoder, np.stack([tiles[i][0] for i in kept]), device)
+    return Query(vector=vector, footprint=shapely.union_all(grid.footprints.wgs84[kept]),
+                 pixels=_overview(scene, window), scene_id=scene.scene_id,
+                 description={"type": "bbox", **box.describe(), "scene_id": scene.scene_id, "scene_path": scene.path,
+                              "tiles": len(kept), "tile_size": tiling.tile_size})
+
+
+def covering_scenes(archive: Archive, box: Box) -> list[dict]:
+    """Complete scenes whose data meets the box, the one covering most of it first; on a tie the finer one,
+    then the first by path."""
+    area = box.polygon(WGS84)
+    scenes = [r for r in archive.scenes() if r["status"] == "complete"]
+    if not scenes:
+        raise GeosearchError(f"the archive in {archive.backend.location} has no complete scene; index some first")
+    footprints = [shapely.geometry.shape(r["footprint"]) for r in scenes]
+    cover = [shapely.intersection(f, area).area / area.area for f in footprints]
+    order = sorted(range(len(scenes)), key=lambda i: (-round(cover[i], 3), float(f"{scenes[i]['gsd_m']:.2g}"),
+                                                      scenes[i]["path"]))
+    covering = [scenes[i] for i in order if cover[i] > 0]
+    if not covering:
+        extent = ", ".join(f"{v:.4f}" for v in shapely.union_all(footprints).bounds)
+        raise GeosearchError(f"the box {box.describe()['bbox']} ({box.crs.to_string()}) lies outside every indexed "
+                             f"scene; the archive covers lon/lat {extent}")
+    return covering
+
+
+def scene_query(box: Box, records: list[dict], encoder: Encoder, device: torch.device) -> Query:
+    """The box read from the first of these indexed scenes that has data under it, exactly as it was indexed."""
+    failure: GeosearchError = GeosearchError("no scene to read the box from")
+    for record in records:
+        with open_indexed(record) as scene:
+            try:
+                return box_query(box, scene, tiling_of(record), encoder, device)
+            except NoDataUnderBox as error:
+                failure = error
+    raise failure
+
+
+def raster_query(path: str, box: Box, tiling: TilingOptions, encoder: Encoder, device: torch.device) -> Query:
+    """The box read from any raster, indexed or not, with its own stretch."""
+    with tiling.open(path) as scene:
+        return box_query(box, scene, tiling, encoder, device)
+
+
+def tile_query(archive: Archive, tile_id: str) -> Query:
+    """An indexed tile: its stored vector and footprint, and its pixels when its scene can still be read."""
+    try:
+        uuid.UUID(tile_id)
+    except ValueError:
+        raise GeosearchError(f"{tile_id!r} is not a tile id (a UUID, as `geosearch search` exports them)") from None
+    stored = archive.tile(tile_id)
+    if stored is None:
+        raise GeosearchError(f"no tile {tile_id} in the archive ({archive.backend.location}, {archive.collection})")
+    vector, payload = stored
+    return Query(vector=vector, footprint=shapely.geometry.shape(payload["footprint"]),
+                 pixels=tile_pixels(archive, payload), scene_id=payload["scene_id"],
+                 description={"type": "tile", "tile_id": tile_id, "scene_id": payload["scene_id"],
+                              "scene_path": payload["scene_path"]})
+
+
+def tile_pixels(archive: Archive, payload: dict) -> np.ndarray | None:
+    """A stored tile's pixels, read again from its scene; None when the scene file is gone or unreadable."""
+    record = archive.scene(payload["scene_id"])
+    if record is None or not Path(record["path"]).exists():
+        return None
+    try:
+        with open_indexed(record) as scene:
+            return read_tile(scene, payload["row"], payload["col"], payload["tile_size"])[0]
+    except GeosearchError:
+        return None
+
+
+def image_query(path: str, encoder: Encoder, device: torch.device) -> Query:
+    """A plain picture (PNG, JPEG…): its central square, which the encoder resizes to its input. It has no place
+    on the ground, so nothing is excluded as the query itself; it should show land at about the archive's scale."""
+    try:
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as error:
+        reason = "no such file" if isinstance(error, FileNotFoundError) else "not a picture Pillow can read"
+        raise GeosearchError(f"{path}: {reason}; --image takes PNG, JPEG and the like (use --raster for GeoTIFFs)") \
+            from None
+    side = min(rgb.shape[:2])
+    top, left = (rgb.shape[0] - side) // 2, (rgb.shape[1] - side) // 2
+    pixels = np.ascontiguousarray(rgb[top:top + side, left:left + side].transpose(2, 0, 1))
+    return Query(vector=_embed(encoder, pixels[None], device), footprint=None, pixels=pixels, scene_id=None,
+                 description={"type": "image", "image": str(Path(path).resolve())})
+
+
+def encoder_for(archive: Archive, model_spec: str, device: str) -> tuple[Encoder, torch.device]:
+    """The encoder that made the archive's vectors: a query embedded by another model would mean nothing."""
+    checkpoint = open_model(model_spec)
+    if checkpoint.model_id != archive.model_id:
+        raise GeosearchError(f"the archive ({archive.collection}) holds vectors of model {archive.model_id}; "
+                             f"--model {model_spec} is {checkpoint.model_id}: pass the checkpoint it was indexed with")
+    return checkpoint.encoder(), resolve_device(device)
+
+
+def build_query(archive: Archive, *, bbox: tuple | None = None, crs: str = "EPSG:4326", tile: str | None = None,
+                image: str | None = None, query_scene: str | None = None, raster: str | None = None,
+                model_spec: str = "default", device: str = "auto") -> Query:
+    """The query a user describes: exactly one of a box (read from `query_scene`, from `raster`, or from the
+    indexed scene covering most of it), a stored tile, or a picture."""
+    if sum(x is not None for x in (bbox, tile, image)) != 1:
+        raise GeosearchError("give one query: --bbox MINX MINY MAXX MAXY, --tile ID or --image PATH")
+    if (query_scene or raster) and bbox is None:
+        raise GeosearchError("--query-scene and --raster say where a --bbox is read from; they need --bbox")
+    if query_scene and raster:
+        raise GeosearchError("--query-scene and --raster both say where to read the box: give one")
+    if tile is not None:
+        return tile_query(archive, tile)
+    encoder, torch_device = encoder_for(archive, model_spec, device)
+    if image is not None:
+        return image_query(image, encoder, torch_device)
+    box = Box.parse(bbox, crs)
+    if raster:
+        return raster_query(raster, box, archive_tiling(archive), encoder, torch_device)
+    records = archive.find_scenes(query_scene)[:1] if query_scene else covering_scenes(archive, box)
+    return scene_query(box, records, encoder, torch_device)
+
+
+def archive_tiling(archive: Archive) -> TilingOptions:
+    """For a raster that is not indexed: the tile size and GSD most of the archive's scenes were cut with."""
+    tilings = [(r["tiling"]["tile_size"], r["tiling"]["gsd"], r["tiling"]["min_valid"]) for r in archive.scenes()
+               if r["status"] == "complete"]
+    if not tilings:
+        raise GeosearchError(f"the archive in {archive.backend.location} has no complete scene; index some first")
+    size, gsd, min_valid = max(set(tilings), key=tilings.count)
+    return TilingOptions(tile_size=size, gsd=gsd, min_valid=min_valid)

@@ -1,0 +1,133 @@
+"""Search the archive with a query vector: the store's filters, then exact tests on footprints, self-exclusion and
+de-duplication, asking the store for more candidates until k results remain.
+
+- Self-exclusion: a hit is the query itself when more than SELF_OVERLAP of its area lies under the query's
+  footprint, whatever its scene: the question is where *else* the land looks like this. `include_self` keeps
+  those hits, e.g. to find the same place in another scene or on another date.
+- De-duplication: of hits whose footprints overlap with IoU above DEDUP_IOU, only the best-scoring stays. Two
+  tiles that overlap by half (IoU 1/3) count as one place; neighbours touching at a corner (IoU 1/7 for a
+  quarter overlap) do not. The same ground in two overlapping scenes has IoU near 1.
+"""
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import geopandas as gpd
+import numpy as np
+import shapely
+
+from geosearch.errors import GeosearchError
+from geosearch.query import Query
+from geosearch.store.archive import Archive
+from geosearch.store.filters import Condition, DateRange, Filter, GeoBox, MatchAny
+
+SELF_OVERLAP = 0.1
+DEDUP_IOU = 0.25
+MAX_CANDIDATES = 20_000
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What results may be: inside a region (their centre), from some scenes, acquired in a date range,
+    at least as similar as min_score."""
+
+    within: shapely.Geometry | None = None  # EPSG:4326
+    scenes: tuple[str, ...] = ()
+    after: datetime | None = None
+    before: datetime | None = None
+    min_score: float | None = None
+
+    def store_filter(self) -> Filter:
+        """The part the store answers from its payload indexes."""
+        must: list[Condition] = []
+        if self.within is not None:
+            must.append(GeoBox("centroid", *self.within.bounds))
+        if self.scenes:
+            must.append(MatchAny("scene_id", self.scenes))
+        if self.after or self.before:
+            must.append(DateRange("acquired", self.after, self.before))
+        return Filter(must=tuple(must))
+
+    def describe(self) -> dict:
+        described = {"within": self.within.wkt if self.within is not None else None, "scenes": list(self.scenes),
+                     "after": self.after.isoformat() if self.after else None,
+                     "before": self.before.isoformat() if self.before else None, "min_score": self.min_score}
+        return {key: value for key, value in described.items() if value}
+
+
+@dataclass(frozen=True)
+class Result:
+    rank: int
+    score: float
+    tile_id: str
+    payload: dict
+    footprint: shapely.Geometry = field(repr=False)
+
+
+def _overlap(geometries: np.ndarray, other: shapely.Geometry) -> np.ndarray:
+    """Intersection area of each geometry with `other` (in degrees², which is fine for ratios of nearby shapes)."""
+    return shapely.area(shapely.intersection(geometries, other))
+
+
+def _clean(candidates: list, query: Query, filters: Filters, include_self: bool, k: int) -> list[Result]:
+    """Apply the exact tests and de-duplication to store hits in score order; up to k survive."""
+    if not candidates:
+        return []
+    footprints = np.array([shapely.geometry.shape(c.payload["footprint"]) for c in candidates])
+    keep = np.ones(len(candidates), dtype=bool)
+    if filters.min_score is not None:
+        keep &= np.array([c.score >= filters.min_score for c in candidates])
+    if filters.within is not None:
+        centres = shapely.points([(c.payload["centroid"]["lon"], c.payload["centroid"]["lat"]) for c in candidates])
+        keep &= shapely.contains(filters.within, centres)
+    if query.footprint is not None and not include_self:
+        keep &= _overlap(footprints, query.footprint) <= SELF_OVERLAP * shapely.area(footprints)
+    kept: list[int] = []
+    for i in np.flatnonzero(keep):
+        if kept:
+            inter = _overlap(footprints[kept], footprints[i])
+            union = shapely.area(footprints[kept]) + shapely.area(footprints[i]) - inter
+            if (inter > DEDUP_IOU * union).any():
+                continue
+        kept.append(int(i))
+        if len(kept) == k:
+            break
+    return [Result(rank, candidates[i].score, candidates[i].id, candidates[i].payload, footprints[i])
+            for rank, i in enumerate(kept, start=1)]
+
+
+def search(archive: Archive, query: Query, k: int = 20, filters: Filters = Filters(),
+           include_self: bool = False) -> list[Result]:
+    """The k best tiles for the query that pass the filters, without the query itself and without duplicates."""
+    if k < 1:
+        raise GeosearchError(f"k must be at least 1, not {k}")
+    if archive.tile_count() == 0:
+        raise GeosearchError(f"the archive in {archive.backend.location} holds no tiles; index some scenes first")
+    if len(query.vector) != archive.dim:
+        raise GeosearchError(f"the query has {len(query.vector)} dimensions, the archive {archive.dim}: "
+                             f"embed it with the archive's model {archive.model_id}")
+    where = filters.store_filter()
+    limit = 4 * k + 20
+    while True:
+        candidates = archive.backend.query(archive.collection, query.vector, limit, where if where.must else None)
+        hits = _clean(candidates, query, filters, include_self, k)
+        if len(hits) == k or len(candidates) < limit or limit >= MAX_CANDIDATES:
+            return hits
+        if filters.min_score is not None and candidates[-1].score < filters.min_score:
+            return hits
+        limit = min(4 * limit, MAX_CANDIDATES)
+
+
+def hits_frame(hits: list[Result], query: Query, filters: Filters = Filters()) -> gpd.GeoDataFrame:
+    """Matches as features in EPSG:4326, each with its rank, score, tile, scene, window, date, model and query."""
+    columns = ("scene_id", "scene_path", "row", "col", "width", "height", "tile_size", "gsd_m", "crs", "acquired",
+               "valid_fraction", "model_id")
+    query_text = json.dumps(query.description | ({"filters": filters.describe()} if filters.describe() else {}))
+    rows = [{"rank": h.rank, "score": round(h.score, 6), "tile_id": h.tile_id,
+             **{key: h.payload.get(key) for key in columns}, "query": query_text} for h in hits]
+    frame = gpd.GeoDataFrame(rows, geometry=[h.footprint for h in hits], crs=4326)
+    if not rows:  # an empty frame still has every column, so every format writes the same schema
+        frame = gpd.GeoDataFrame(columns=["rank", "score", "tile_id", *columns, "query", "geometry"],
+                                 geometry="geometry", crs=4326)
+    return frame

@@ -1,0 +1,270 @@
+"""Search on the shipped scenes with the default model: ground truth on the overlapping Landsat 8 pair, box
+extremes, self-exclusion, de-duplication, filters, every query kind, exports, the demo and every bad input."""
+
+import itertools
+import json
+from datetime import UTC, datetime
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+import torch
+from PIL import Image
+
+from conftest import run_geosearch
+from geosearch.data import AERIAL_3857, LANDSAT8_224077, LANDSAT8_224078, shipped_scenes
+from geosearch.embed import plan_scene
+from geosearch.encoder.default import default_checkpoint
+from geosearch.errors import GeosearchError
+from geosearch.footprints import WGS84
+from geosearch.index import index_scenes
+from geosearch.query import Box, box_query, build_query, image_query, scene_query, tile_pixels, tile_query
+from geosearch.search import DEDUP_IOU, SELF_OVERLAP, Filters, hits_frame, search
+from geosearch.store import open_backend
+from geosearch.store.archive import Archive
+from geosearch.tiling import TilingOptions
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return default_checkpoint()
+
+
+def _index(store, model, tiling: TilingOptions, scenes, url: str | None = None) -> None:
+    with open_backend(store, url=url) as backend:
+        archive = Archive.open(backend, "tiles", model.model_id, model.config.dim)
+        report = index_scenes(archive, model, [plan_scene(str(p), tiling) for p in scenes], tiling, CPU, workers=0)
+        assert report.failed == []
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, model):
+    """Every shipped scene, indexed with the default tiling (256 px)."""
+    path = tmp_path_factory.mktemp("search") / "store"
+    _index(path, model, TilingOptions(), shipped_scenes())
+    return path
+
+
+@pytest.fixture
+def archive(store):
+    with open_backend(store) as backend:
+        yield Archive.open(backend, "tiles")
+
+
+def _iou(a: shapely.Geometry, b: shapely.Geometry) -> float:
+    return shapely.intersection(a, b).area / shapely.union(a, b).area
+
+
+@pytest.mark.parametrize("tile_size", [256, 128])
+def test_every_overlap_tile_of_a_finds_its_twin_in_b_at_rank_1(tmp_path, model, tile_size):
+    """The issue's ground truth: each tile of scene A inside scene B, read as a drawn box and searched within B,
+    returns the co-located tile of B (footprint IoU ≥ 0.5) at rank 1. The same by stored tile id."""
+    tiling = TilingOptions(tile_size=tile_size)
+    _index(tmp_path / "store", model, tiling, [LANDSAT8_224077, LANDSAT8_224078])
+    with open_backend(tmp_path / "store") as backend:
+        archive = Archive.open(backend, "tiles")
+        a, b = (archive.find_scenes(str(p))[0] for p in (LANDSAT8_224077, LANDSAT8_224078))
+        b_tiles = [(shapely.geometry.shape(p["footprint"]), tile_id) for tile_id, p in archive.tiles(b["scene_id"])]
+        within_b = Filters(scenes=(b["scene_id"],))
+        by_box, by_tile, queries = 0, 0, 0
+        for tile_id, payload in archive.tiles(a["scene_id"]):
+            footprint = shapely.geometry.shape(payload["footprint"])
+            twins = {t for f, t in b_tiles if _iou(f, footprint) >= 0.5}
+            if not twins:
+                continue
+            queries += 1
+            x0, y0 = 701985 + payload["col"] * 30, -2776995 - payload["row"] * 30  # scene A's grid, EPSG:32621
+            box = Box.parse((x0, y0 - tile_size * 30, x0 + tile_size * 30, y0), "EPSG:32621")
+            query = scene_query(box, [a], model.encoder(), CPU)
+            assert query.description["tiles"] == 1 and _iou(query.footprint, footprint) > 0.99
+            by_box += search(archive, query, 1, within_b, include_self=True)[0].tile_id in twins
+            stored = tile_query(archive, tile_id)
+            by_tile += search(archive, stored, 1, within_b, include_self=True)[0].tile_id in twins
+    assert queries >= {256: 10, 128: 40}[tile_size]  # of 12 and 48 co-located in the grids, some are nodata in B
+    print(f"\nrank-1 twin rate at {tile_size} px: box {by_box}/{queries}, tile id {by_tile}/{queries}")
+    assert by_box / queries >= 0.95 and by_tile / queries >= 0.95
+
+
+def test_box_smaller_than_a_tile_is_the_tile_centred_on_it(archive, model):
+    x, y = 725000.0, -2790000.0
+    box = Box.parse((x, y, x + 90, y + 90), "EPSG:32621")  # 3 × 3 pixels
+    query = scene_query(box, [archive.find_scenes(str(LANDSAT8_224077))[0]], model.encoder(), CPU)
+    assert query.description["tiles"] == 1
+    tile = Box.parse((x + 45 - 128 * 30, y + 45 - 128 * 30, x + 45 + 128 * 30, y + 45 + 128 * 30), "EPSG:32621")
+    assert _iou(query.footprint, tile.polygon(WGS84)) > 0.97  # the 256-px tile centred on the box, to a pixel
+
+
+def test_box_larger_than_a_tile_is_covered_by_tiles_and_capped(model):
+    """A box over all of scene A: 5 × 4 tiles at 256 px; at 64 px its 20 × 16 tiles are sampled by 8 × 8."""
+    scene_box = Box.parse((701985, -2807715, 740385, -2776995), "EPSG:32621")
+    for tile_size, expected, cover in ((256, 20, 0.99), (64, 64, 0.15)):
+        tiling = TilingOptions(tile_size=tile_size)
+        with tiling.open(str(LANDSAT8_224077)) as scene:
+            query = box_query(scene_box, scene, tiling, model.encoder(), CPU)
+        assert query.description["tiles"] == expected
+        assert abs(np.linalg.norm(query.vector) - 1) < 1e-5
+        assert query.pixels.shape == (3, 205, 256)  # the whole box, for the quicklook
+        assert query.footprint.area / scene_box.polygon(WGS84).area > cover
+
+
+def test_self_exclusion_and_deduplication(archive):
+    """A tile of A that B also covers: by default neither it nor its twin in B comes back; with include_self it
+    comes first, and its twin (IoU ≈ 1) is dropped as a duplicate."""
+    a, b = (archive.find_scenes(str(p))[0] for p in (LANDSAT8_224077, LANDSAT8_224078))
+    tile_id = next(t for t, p in archive.tiles(a["scene_id"]) if p["row"] == 256 and p["col"] == 768)
+    query = tile_query(archive, tile_id)
+    hits = search(archive, query, 10)
+    assert len(hits) == 10
+    for hit in hits:
+        assert shapely.intersection(hit.footprint, query.footprint).area <= SELF_OVERLAP * hit.footprint.area
+    with_self = search(archive, query, 10, include_self=True)
+    assert with_self[0].tile_id == tile_id and with_self[0].score > 0.999
+    assert all(h.payload["scene_id"] != b["scene_id"] or _iou(h.footprint, query.footprint) < 0.5 for h in with_self)
+    for i, first in enumerate(with_self):
+        for second in with_self[i + 1:]:
+            assert _iou(first.footprint, second.footprint) <= DEDUP_IOU
+    assert [h.rank for h in with_self] == list(range(1, 11))
+    assert all(x.score >= y.score for x, y in itertools.pairwise(with_self))
+
+
+def test_filters(archive):
+    query = tile_query(archive, next(archive.tiles(archive.find_scenes(str(AERIAL_3857))[0]["scene_id"]))[0])
+    landsat_b = archive.find_scenes(str(LANDSAT8_224078))[0]["scene_id"]
+    only_b = search(archive, query, 50, Filters(scenes=(landsat_b,)))
+    assert {h.payload["scene_id"] for h in only_b} == {landsat_b}
+    region = shapely.box(-54.9, -25.3, -54.7, -25.1)
+    inside = search(archive, query, 50, Filters(within=region))
+    assert inside and all(region.contains(shapely.Point(h.payload["centroid"]["lon"], h.payload["centroid"]["lat"]))
+                          for h in inside)
+    day = datetime(2020, 5, 18, tzinfo=UTC)
+    dated = search(archive, query, 50, Filters(after=day, before=day.replace(hour=23)))
+    assert len(dated) > 10 and all(h.payload["acquired"].startswith("2020-05-18") for h in dated)
+    assert search(archive, query, 50, Filters(after=datetime(2020, 5, 19, tzinfo=UTC))) == []
+    scores = [h.score for h in search(archive, query, 50)]
+    threshold = scores[5]
+    assert [h.score for h in search(archive, query, 50, Filters(min_score=threshold))] == scores[:6]
+
+
+def test_image_query_finds_the_tile_it_shows(archive, model, tmp_path):
+    tile_id, payload = next(archive.tiles(archive.find_scenes(str(AERIAL_3857))[0]["scene_id"]))
+    picture = tmp_path / "tile.png"
+    Image.fromarray(tile_pixels(archive, payload).transpose(1, 2, 0)).save(picture)
+    query = image_query(str(picture), model.encoder(), CPU)
+    assert query.footprint is None
+    best = search(archive, query, 3)[0]
+    assert best.tile_id == tile_id and best.score > 0.99
+
+
+def test_both_backends_answer_alike(tmp_path, model, archive):
+    """The same query through qdrant-client's local mode returns the same tiles, in the same order."""
+    _index(tmp_path / "client", model, TilingOptions(), shipped_scenes(), url=f"file://{tmp_path / 'client'}")
+    tile_id = next(archive.tiles(archive.find_scenes(str(LANDSAT8_224077))[0]["scene_id"]))[0]
+    edge_hits = search(archive, tile_query(archive, tile_id), 15)
+    with open_backend(url=f"file://{tmp_path / 'client'}") as backend:
+        client = Archive.open(backend, "tiles")
+        client_hits = search(client, tile_query(client, tile_id), 15)
+    assert [h.tile_id for h in client_hits] == [h.tile_id for h in edge_hits]
+    assert np.allclose([h.score for h in client_hits], [h.score for h in edge_hits], atol=1e-4)
+
+
+def test_cli_search_writes_every_format_and_the_quicklook(store, tmp_path):
+    bbox = ["-54.8315", "-25.2208", "-54.7783", "-25.1723"]
+    args = ("search", "--bbox", *bbox, "-k", "7", "--store", str(store))
+    for suffix in (".geojson", ".gpkg", ".parquet"):
+        out = tmp_path / f"matches{suffix}"
+        result = run_geosearch(*args, "--out", str(out), *(("--quicklook", str(tmp_path / "m.png"))
+                                                           if suffix == ".geojson" else ()))
+        assert result.returncode == 0, result.stderr
+        frame = gpd.read_parquet(out) if suffix == ".parquet" else gpd.read_file(out)
+        assert list(frame["rank"]) == list(range(1, 8)) and frame.crs.to_epsg() == 4326
+        for column in ("score", "tile_id", "scene_id", "scene_path", "row", "col", "width", "height", "acquired",
+                       "model_id", "query"):
+            assert column in frame.columns
+        query = frame["query"][0]  # JSON text; GDAL hands a GeoJSON file's back already parsed
+        assert (json.loads(query) if isinstance(query, str) else query)["bbox"] == [float(v) for v in bbox]
+    with Image.open(tmp_path / "m.png") as picture:
+        assert picture.format == "PNG" and picture.size == (5 * 200 + 8, 2 * 240 + 8)
+    collection = json.loads((tmp_path / "matches.geojson").read_text())
+    assert collection["type"] == "FeatureCollection" and "bbox" in collection
+    printed = json.loads(run_geosearch(*args, "--json").stdout)
+    assert [f["properties"]["tile_id"] for f in printed["features"]] == list(frame["tile_id"])
+
+    rewritten = run_geosearch("export", str(tmp_path / "matches.geojson"), str(tmp_path / "again.gpkg"))
+    assert rewritten.returncode == 0 and len(gpd.read_file(tmp_path / "again.gpkg")) == 7
+    footprints = run_geosearch("export", "--scenes", str(tmp_path / "scenes.geojson"), "--store", str(store))
+    assert footprints.returncode == 0 and len(gpd.read_file(tmp_path / "scenes.geojson")) == 4
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--bbox", "10", "10", "11", "11"], "lies outside every indexed scene; the archive covers lon/lat -78."),
+    (["--bbox", "11", "10", "10", "11"], "is empty (min above max)"),
+    (["--bbox", "10", "10", "10", "11"], "is empty (zero width or height)"),
+    (["--bbox", "0", "0", "1", "1", "--crs", "EPSG:999999"], "unknown CRS 'EPSG:999999'"),
+    (["--tile", "0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17"], "no tile 0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17 in the archive"),
+    (["--tile", "not-a-tile"], "'not-a-tile' is not a tile id"),
+    (["--bbox", "0", "0", "1", "1", "-k", "0"], "Invalid value for '-k'"),
+    (["--tile", "x", "--out", "/no/such/dir/m.geojson"], "directory /no/such/dir does not exist"),
+    ([], "give one query: --bbox MINX MINY MAXX MAXY, --tile ID or --image PATH"),
+    (["--image", "README.md"], "README.md: not a picture Pillow can read"),
+    (["--tile", "x", "--within", "1,2,3"], "--within '1,2,3': give MINLON,MINLAT,MAXLON,MAXLAT or a polygon file"),
+    (["--tile", "x", "--after", "May"], "--after 'May': give a date like 2020-05-18"),
+    (["--tile", "x", "--scene", "nowhere.tif"], "no scene 'nowhere.tif' in the archive"),
+])
+def test_bad_search_input_is_one_clear_error(store, args, message):
+    result = run_geosearch("search", *args, "--store", str(store))
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_empty_store_is_one_clear_error(tmp_path):
+    result = run_geosearch("search", "--bbox", "0", "0", "1", "1", "--store", str(tmp_path / "empty"))
+    assert result.returncode == 1 and "has no collection 'tiles'; index some scenes first" in result.stderr
+
+
+def test_demo_indexes_searches_and_writes_both_files(tmp_path):
+    result = run_geosearch("demo", "--out-dir", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    matches = gpd.read_file(tmp_path / "demo" / "matches.geojson")
+    assert len(matches) == 10 and (matches["score"].diff().dropna() <= 0).all()
+    assert "62 tiles from 4 scenes" in result.stdout and "matches.png" in result.stdout
+    with Image.open(tmp_path / "demo" / "matches.png") as picture:
+        assert picture.format == "PNG"
+    again = run_geosearch("demo", "--out-dir", str(tmp_path / "demo"))
+    assert again.returncode == 0 and gpd.read_file(tmp_path / "demo" / "matches.geojson").equals(matches)
+
+
+def test_hits_frame_keeps_its_schema_when_empty(archive):
+    query = tile_query(archive, next(archive.tiles(archive.find_scenes(str(AERIAL_3857))[0]["scene_id"]))[0])
+    frame = hits_frame([], query)
+    assert len(frame) == 0 and {"rank", "score", "tile_id", "query"} <= set(frame.columns)
+
+
+def test_box_from_a_raster_that_is_not_indexed_or_from_a_chosen_scene(archive, derive):
+    """--raster reads the box from any raster (here a crop of scene A written anew); --query-scene from the named
+    scene. Both find the same ground in the archive when the query's own ground is kept."""
+    from rasterio.windows import Window
+
+    crop = derive(LANDSAT8_224077, "crop.tif", window=Window(512, 256, 512, 512))
+    box = (725025.0, -2792355.0, 732705.0, -2784675.0)  # scene A's tile at row 256, col 768
+    a_tile = next(t for t, p in archive.tiles(archive.find_scenes(str(LANDSAT8_224077))[0]["scene_id"])
+                  if (p["row"], p["col"]) == (256, 768))
+    from_raster = build_query(archive, bbox=box, crs="EPSG:32621", raster=str(crop))
+    assert from_raster.description["scene_path"] == str(crop) and from_raster.description["tiles"] == 1
+    assert search(archive, from_raster, 1, include_self=True)[0].tile_id == a_tile
+    from_b = build_query(archive, bbox=box, crs="EPSG:32621", query_scene=str(LANDSAT8_224078))
+    assert from_b.description["scene_path"] == str(LANDSAT8_224078)
+    best = search(archive, from_b, 1, include_self=True)[0]
+    assert _iou(best.footprint, from_b.footprint) > 0.9  # B's own tile there, its twin in A de-duplicated
+
+
+def test_a_query_from_another_model_is_refused(archive, tmp_path):
+    from geosearch.encoder.checkpoint import Checkpoint, save_checkpoint
+    from geosearch.encoder.pretrained import pretrained_encoder
+
+    encoder, initial = pretrained_encoder("resnet18", None, embedding_dim=32, input_size=64)
+    other = save_checkpoint(Checkpoint.of(encoder, {"initial_weights": initial}), tmp_path / "other.pt")
+    with pytest.raises(GeosearchError, match=f"holds vectors of model {archive.model_id}; --model .* is resnet18"):
+        build_query(archive, bbox=(-54.83, -25.22, -54.78, -25.17), model_spec=str(other))
