@@ -21,8 +21,8 @@ from datetime import date
 import numpy as np
 import shapely
 import torch
-from bench_store import CACHE, noisy_copies, peak_rss_gb, percentiles, real_embeddings
 
+from bench_store import CACHE, noisy_copies, peak_rss_gb, percentiles, real_embeddings
 from geosearch.cli.search import answer
 from geosearch.data import LANDSAT8_224077, shipped_scenes
 from geosearch.embed import plan_scene

@@ -99,6 +99,18 @@ def test_another_model_is_refused(backend, checkpoint):
         Archive.open(backend, backend.prefix, "other-1", 32)
 
 
+def test_an_archive_whose_creation_was_cut_short_is_finished(backend, checkpoint):
+    """A run killed between creating the tiles collection and writing the archive's meta record leaves an empty
+    collection; the next run finishes creating the archive instead of calling it foreign."""
+    backend.create_collection(backend.prefix, checkpoint.config.dim, {})
+    archive = Archive.open(backend, backend.prefix, checkpoint.model_id, checkpoint.config.dim)
+    assert Archive.open(backend, backend.prefix).model_id == archive.model_id == checkpoint.model_id
+    backend.create_collection(f"{backend.prefix}-foreign", 4, {})
+    backend.upsert(f"{backend.prefix}-foreign", [str(uuid.UUID(int=1))], np.ones((1, 4), np.float32), [{}])
+    with pytest.raises(GeosearchError, match=r"-foreign' in .* was not made by geosearch"):
+        Archive.open(backend, f"{backend.prefix}-foreign", checkpoint.model_id, checkpoint.config.dim)
+
+
 def test_hnsw_is_built_past_the_threshold_and_agrees_with_exact_search(tmp_path):
     """Qdrant Edge builds HNSW only for segments past HNSW_MIN_TILES; what it finds then agrees with exact search,
     with and without a geo filter; tiles added later stay in a plain segment and are still found."""

@@ -45,20 +45,24 @@ class Archive:
     def open(cls, backend: Backend, collection: str, model_id: str | None = None, dim: int | None = None) -> "Archive":
         """Open a collection; with a model id and dim, create it if missing and refuse it if it holds another model."""
         meta_id, records = _record_id(f"collection:{collection}"), _records_of(collection)
-        if backend.has_collection(collection) and backend.has_collection(records):
-            meta = backend.payloads(records, [meta_id]).get(meta_id)
-            if meta is None:
-                raise GeosearchError(f"collection {collection!r} in {backend.location} was not made by geosearch")
+        has_tiles, has_records = backend.has_collection(collection), backend.has_collection(records)
+        meta = backend.payloads(records, [meta_id]).get(meta_id) if has_records else None
+        if meta is not None:
             if model_id is not None and meta["model_id"] != model_id:
                 raise GeosearchError(
                     f"collection {collection!r} in {backend.location} holds vectors of model {meta['model_id']}; "
                     f"this run uses {model_id}: use that model, or another --collection"
                 )
             return cls(backend, collection, meta["model_id"], meta["dim"])
+        if has_tiles and backend.count(collection) > 0:
+            raise GeosearchError(f"collection {collection!r} in {backend.location} was not made by geosearch")
         if model_id is None or dim is None:
             raise GeosearchError(f"{backend.location} has no collection {collection!r}; index some scenes first")
-        backend.create_collection(collection, dim, TILE_INDEXES)
-        backend.create_collection(records, 1, RECORD_INDEXES)
+        # Nothing yet, or what a run killed while creating the archive left: create what is missing.
+        if not has_tiles:
+            backend.create_collection(collection, dim, TILE_INDEXES)
+        if not has_records:
+            backend.create_collection(records, 1, RECORD_INDEXES)
         meta = {"kind": "collection", "collection": collection, "model_id": model_id, "dim": dim,
                 "created": datetime.now(UTC).isoformat()}
         backend.upsert(records, [meta_id], _RECORD_VECTOR, [meta])

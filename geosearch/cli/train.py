@@ -1,0 +1,65 @@
+"""`geosearch train` and `geosearch evaluate`: the training package behind two commands."""
+
+import json
+from pathlib import Path
+
+import click
+from rich.progress import Progress
+
+from geosearch.cli.main import PROGRESS_COLUMNS, cli, stderr
+from geosearch.encoder.default import open_model
+from geosearch.encoder.device import DEVICES, resolve_device
+
+
+@cli.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="A TOML file of training settings (training/train.py: TrainConfig).")
+@click.option("--out", help="The run's folder. [default: the config's]")
+@click.option("--seed", type=int, help="Training seed. [default: the config's]")
+@click.option("--device", type=click.Choice(DEVICES), help="[default: the config's, else auto]")
+def train(config_path: str, out: str | None, seed: int | None, device: str | None) -> None:
+    """Fine-tune an encoder with a ranking loss; write a checkpoint and a JSON and markdown report."""
+    from training.train import TrainConfig
+    from training.train import train as run_training
+
+    config = TrainConfig.from_toml(config_path, out=out, seed=seed, device=device)
+    with Progress(*PROGRESS_COLUMNS, console=stderr, transient=True) as progress:
+        task = progress.add_task(f"{config.loss} steps", total=None)
+        result = run_training(config, lambda step, total, loss: progress.update(
+            task, completed=step, total=total, description=f"{config.loss} loss {loss:.4f}"))
+    r = result.retrieval
+    click.echo(f"{config.loss}: mAP {r.map:.4f}, P@5 {r.precision_at[5]:.4f}, P@10 {r.precision_at[10]:.4f} on "
+               f"{r.queries} test images; wrote {result.checkpoint}, {result.report_json}, {result.report_md}")
+
+
+@cli.command()
+@click.argument("model_spec", metavar="CKPT")
+@click.option("--dataset", required=True, type=click.Path(file_okay=False, exists=True),
+              help="A folder of class folders.")
+@click.option("--split", type=click.Path(dir_okay=False, exists=True),
+              help="A run's split.json: evaluate its test images only. [default: every image]")
+@click.option("--out", default="evaluation", show_default=True, help="Report path, without extension.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+def evaluate(model_spec: str, dataset: str, split: str | None, out: str, device: str, batch_size: int) -> None:
+    """Every image (or every test image of a split) queries the others: mAP, P@k, R@k, per-class mAP."""
+    from training.datasets import ClassFolders
+    from training.evaluate import embed_dataset, report
+    from training.metrics import evaluate_retrieval
+
+    checkpoint, torch_device = open_model(model_spec), resolve_device(device)
+    data = ClassFolders(dataset)
+    indices = None
+    if split:
+        names = {str(f.relative_to(dataset)): i for i, f in enumerate(data.files)}
+        indices = [names[name] for name in json.loads(Path(split).read_text())["test"]]
+    with Progress(*PROGRESS_COLUMNS, console=stderr, transient=True) as progress:
+        task = progress.add_task("embedding", total=len(indices) if indices else len(data))
+        vectors, labels = embed_dataset(checkpoint.encoder(), data, indices, torch_device, batch_size,
+                                        on_batch=lambda n: progress.advance(task, n))
+    result = evaluate_retrieval(vectors, labels)
+    details = {"model": checkpoint.model_id, "dataset": dataset, "split": split or "all images"}
+    json_path, md_path = report(result, data.classes, f"{checkpoint.model_id} on {Path(dataset).name}", details,
+                                Path(out))
+    click.echo(f"mAP {result.map:.4f}, P@10 {result.precision_at[10]:.4f} over {result.queries} queries; "
+               f"wrote {json_path} and {md_path}")

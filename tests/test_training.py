@@ -1,0 +1,115 @@
+"""One-batch smoke training per loss on a tiny class-folder set cut from the shipped scenes (all CI trains),
+resuming, the labelled-polygon dataset, and `geosearch train` / `geosearch evaluate`."""
+
+import json
+
+import numpy as np
+import pytest
+import shapely
+import torch
+from PIL import Image
+
+from conftest import run_geosearch
+from geosearch.data import AERIAL_3857, LANDSAT7_RGB, LANDSAT8_224077, LANDSAT8_224078
+from geosearch.encoder.checkpoint import load_checkpoint
+from geosearch.tiling import TilingOptions, plan_grid
+from training.baselines import ALL_LOSSES
+from training.datasets import ClassFolders, PolygonTiles, stratified_split
+from training.train import TrainConfig, train
+
+SCENES = {"aerial": AERIAL_3857, "landsat7": LANDSAT7_RGB, "landsat8a": LANDSAT8_224077, "landsat8b": LANDSAT8_224078}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """4 classes (one per shipped scene) × 8 real 64-px tiles, as PNG files in class folders."""
+    root = tmp_path_factory.mktemp("folders")
+    tiling = TilingOptions(tile_size=64)
+    for name, path in SCENES.items():
+        (root / name).mkdir()
+        with tiling.open(str(path)) as scene:
+            grid = plan_grid(scene, tiling)
+            from geosearch.tiling import read_tiles
+
+            kept = [t for t in read_tiles(scene, grid) if t.valid_fraction == 1][:8]
+        for i, tile in enumerate(kept):
+            Image.fromarray(tile.pixels.transpose(1, 2, 0)).save(root / name / f"{i}.png")
+    return root
+
+
+def _config(folders, out, loss: str, **changes) -> TrainConfig:
+    settings = {"backbone": "resnet18", "weights": None, "embedding_dim": 16, "input_size": 64, "classes_per_batch": 4,
+                "per_class": 3, "epochs": 1, "batches_per_epoch": 1, "lr_backbone": 1e-3, "lr_head": 1e-2,
+                "warmup_epochs": 0, "workers": 0}
+    return TrainConfig(dataset=str(folders), out=str(out), loss=loss, **settings | changes)
+
+
+@pytest.mark.parametrize("loss", ALL_LOSSES)
+def test_one_batch_of_training_per_loss(folders, tmp_path, loss):
+    result = train(_config(folders, tmp_path / "run", loss))
+    assert len(result.losses) == 1 and np.isfinite(result.losses[0])
+    checkpoint = load_checkpoint(result.checkpoint)
+    assert checkpoint.metadata["training"]["loss"] == loss and checkpoint.config.dim == 16
+    assert 0 < result.retrieval.map <= 1 and result.retrieval.queries == 16
+    written = json.loads(result.report_json.read_text())
+    assert written["map"] == result.retrieval.map and set(written["map_per_class"]) == set(SCENES)
+
+
+def test_training_changes_the_weights_and_resumes(folders, tmp_path):
+    config = _config(folders, tmp_path / "run", "srl", epochs=2)
+    first = train(config)
+    initial = load_checkpoint(train(_config(folders, tmp_path / "zero", "srl", lr_backbone=0.0, lr_head=0.0))
+                              .checkpoint)
+    trained = load_checkpoint(first.checkpoint)
+    assert trained.model_id != initial.model_id
+    again = train(config)  # the state says both epochs are done: nothing more is trained
+    assert again.losses == first.losses and load_checkpoint(again.checkpoint).model_id == trained.model_id
+
+
+def test_split_is_stratified_and_fixed():
+    labels = np.repeat(np.arange(7), 400)
+    train_idx, test_idx = stratified_split(labels, 0.5, seed=0)
+    assert len(train_idx) == len(test_idx) == 1400 and not set(train_idx) & set(test_idx)
+    assert np.bincount(labels[test_idx]).tolist() == [200] * 7
+    assert np.array_equal(stratified_split(labels, 0.5, seed=0)[1], test_idx)
+
+
+def test_polygon_tiles_take_their_class_from_the_polygon(tmp_path):
+    """Two polygons over the aerial scene: its tiles are labelled by the polygon holding most of them."""
+    import geopandas as gpd
+
+    tiling = TilingOptions(tile_size=128)
+    with tiling.open(str(AERIAL_3857)) as scene:
+        grid = plan_grid(scene, tiling)
+    west = shapely.union_all(grid.footprints.wgs84[grid.offsets[:, 1] < 512])
+    east = shapely.union_all(grid.footprints.wgs84[grid.offsets[:, 1] >= 512])
+    polygons = tmp_path / "labels.gpkg"
+    gpd.GeoDataFrame({"land": ["fields", "town"]}, geometry=[west, east], crs=4326).to_file(polygons)
+    data = PolygonTiles(polygons, [str(AERIAL_3857)], "land", tiling)
+    assert data.classes == ["fields", "town"] and len(data) == len(grid)
+    assert sorted(np.bincount(data.labels).tolist()) == [len(grid) // 2] * 2
+    image, label = data[0]
+    assert image.shape == (3, 128, 128) and image.dtype == torch.uint8 and label in (0, 1)
+
+
+def test_class_folders_read_as_uint8(folders):
+    data = ClassFolders(folders)
+    assert data.classes == sorted(SCENES) and len(data) == 32
+    image, label = data[0]
+    assert image.shape == (3, 64, 64) and image.dtype == torch.uint8 and data.classes[label] == "aerial"
+
+
+def test_cli_train_and_evaluate(folders, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text(f'dataset = "{folders}"\nout = "{tmp_path / "run"}"\nbackbone = "resnet18"\nweights = "none"\n'
+                      'embedding_dim = 16\ninput_size = 64\nloss = "rll"\nclasses_per_batch = 4\nper_class = 3\n'
+                      'epochs = 1\nbatches_per_epoch = 1\nworkers = 0\n')
+    trained = run_geosearch("train", "--config", str(config))
+    assert trained.returncode == 0, trained.stderr
+    assert "mAP" in trained.stdout and (tmp_path / "run" / "model.pt").exists()
+    evaluated = run_geosearch("evaluate", str(tmp_path / "run" / "model.pt"), "--dataset", str(folders),
+                              "--out", str(tmp_path / "eval"))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads((tmp_path / "eval.json").read_text())["queries"] == 32
+    bad = run_geosearch("train", "--config", str(tmp_path / "missing.toml"))
+    assert bad.returncode == 1 and "cannot read the training config" in bad.stderr

@@ -1,0 +1,1 @@
+"""Training encoders for retrieval: ranking losses (RLL, SRL, DCL, LRML), samplers, datasets, metrics."""

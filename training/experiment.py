@@ -1,0 +1,110 @@
+"""The RSSCN7 experiment (issue 6): a fixed 50/50 stratified split; first the pretrained initialisations without
+fine-tuning, then the best one fine-tuned with each loss, same budget, several seeds. Each test image queries
+the rest of the test set. Results land in OUT/results.jsonl (one line per run) and a markdown table.
+
+    python -m training.experiment pretrained --dataset ../shared/data/rsscn7 --out runs/rsscn7
+    python -m training.experiment finetune --dataset ../shared/data/rsscn7 --out runs/rsscn7 \\
+        --backbone efficientnet_lite0 --losses srl rll dcl lrml contrastive triplet lifted multi_similarity \\
+        --seeds 0 1 2 --epochs 3
+    python -m training.experiment table --out runs/rsscn7
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geosearch.encoder.pretrained import pretrained_encoder
+from training.baselines import ALL_LOSSES
+from training.datasets import ClassFolders, stratified_split
+from training.evaluate import embed_dataset
+from training.metrics import evaluate_retrieval
+from training.train import TrainConfig, train
+
+PRETRAINED = (("efficientnet_lite0", "imagenet"), ("efficientnet_lite2", "imagenet"),
+              ("resnet18_aerial", "geoembed-v3"))
+COLUMNS = ("map", "p@5", "p@10", "p@50", "p@100")
+
+
+def _record(out: Path, row: dict) -> None:
+    with (out / "results.jsonl").open("a") as results:
+        results.write(json.dumps(row) + "\n")
+    print(json.dumps({k: row[k] for k in ("stage", "model", "loss", "seed", "map", "p@10", "seconds") if k in row}),
+          flush=True)
+
+
+def pretrained(dataset_root: str, out: Path, workers: int) -> None:
+    data = ClassFolders(dataset_root)
+    _, test = stratified_split(data.labels, 0.5, seed=0)
+    for backbone, weights in PRETRAINED:
+        start = time.perf_counter()
+        encoder, _ = pretrained_encoder(backbone, weights)
+        vectors, labels = embed_dataset(encoder, data, test, torch.device("cpu"), workers=workers)
+        result = evaluate_retrieval(vectors, labels).to_dict()
+        _record(out, {"stage": "pretrained", "model": f"{backbone}:{weights}", "loss": "none", "seed": None,
+                      **result, "seconds": round(time.perf_counter() - start, 1)})
+
+
+def finetune(dataset_root: str, out: Path, backbone: str, weights: str, losses: list[str], seeds: list[int],
+             epochs: int, workers: int, device: str, **settings) -> None:
+    for loss in losses:
+        for seed in seeds:
+            start = time.perf_counter()
+            config = TrainConfig(dataset=dataset_root, out=str(out / f"{backbone}-{loss}-seed{seed}"),
+                                 backbone=backbone, weights=weights, loss=loss, seed=seed, epochs=epochs,
+                                 workers=workers, device=device, **settings)
+            result = train(config)
+            _record(out, {"stage": "finetune", "model": f"{backbone}:{weights}", "loss": loss, "seed": seed,
+                          "epochs": epochs, **result.retrieval.to_dict(), "losses": result.losses,
+                          "checkpoint": str(result.checkpoint), "seconds": round(time.perf_counter() - start, 1)})
+
+
+def table(out: Path) -> str:
+    """Mean ± std over seeds per (model, loss), in the SRL paper's columns (percent)."""
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["loss"]), []).append(row)
+    lines = ["| model | loss | runs | " + " | ".join(c.replace("map", "mAP").replace("p@", "P@") for c in COLUMNS)
+             + " | time per run |", "|---|---|---|" + "---|" * len(COLUMNS) + "---|"]
+    for (model, loss), runs in groups.items():
+        cells = []
+        for column in COLUMNS:
+            values = 100 * np.array([r[column] for r in runs])
+            cells.append(f"{values.mean():.2f}" + (f" ± {values.std(ddof=1):.2f}" if len(values) > 1 else ""))
+        seconds = np.mean([r["seconds"] for r in runs])
+        lines.append(f"| {model} | {loss} | {len(runs)} | " + " | ".join(cells) + f" | {seconds / 60:.1f} min |")
+    text = "\n".join(lines) + "\n"
+    (out / "table.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=["pretrained", "finetune", "table"])
+    parser.add_argument("--dataset", default="../shared/data/rsscn7")
+    parser.add_argument("--out", default="runs/rsscn7")
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--weights", default="imagenet")
+    parser.add_argument("--losses", nargs="+", default=list(ALL_LOSSES), choices=ALL_LOSSES)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--input-size", type=int, help="[default: the weights' own]")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.stage == "pretrained":
+        pretrained(args.dataset, out, args.workers)
+    elif args.stage == "finetune":
+        finetune(args.dataset, out, args.backbone, args.weights, args.losses, args.seeds, args.epochs, args.workers,
+                 args.device, input_size=args.input_size)
+    print(table(out))
+
+
+if __name__ == "__main__":
+    main()
