@@ -268,3 +268,17 @@ def test_a_query_from_another_model_is_refused(archive, tmp_path):
     other = save_checkpoint(Checkpoint.of(encoder, {"initial_weights": initial}), tmp_path / "other.pt")
     with pytest.raises(GeosearchError, match=f"holds vectors of model {archive.model_id}; --model .* is resnet18"):
         build_query(archive, bbox=(-54.83, -25.22, -54.78, -25.17), model_spec=str(other))
+
+
+def test_cli_within_a_polygon_file(store, tmp_path):
+    """--within takes a polygon file in any CRS: here a UTM polygon over the east half of scene A."""
+    region = shapely.box(721185, -2807715, 740385, -2776995)
+    polygons = tmp_path / "area.gpkg"
+    gpd.GeoDataFrame({"name": ["east of A"]}, geometry=[region], crs=32621).to_file(polygons)
+    result = run_geosearch("search", "--bbox", "-54.8315", "-25.2208", "-54.7783", "-25.1723", "--within",
+                           str(polygons), "-k", "50", "--json", "--store", str(store))
+    assert result.returncode == 0, result.stderr
+    features = json.loads(result.stdout)["features"]
+    inside = gpd.GeoSeries([region], crs=32621).to_crs(4326).iloc[0]
+    assert features and all(inside.contains(shapely.centroid(shapely.geometry.shape(f["geometry"])))
+                            for f in features)

@@ -50,33 +50,43 @@ def pretrained(dataset_root: str, out: Path, workers: int) -> None:
 
 def finetune(dataset_root: str, out: Path, backbone: str, weights: str, losses: list[str], seeds: list[int],
              epochs: int, workers: int, device: str, **settings) -> None:
-    for loss in losses:
-        for seed in seeds:
+    """Seed by seed, every loss; runs already in the results are skipped, an interrupted one resumes."""
+    done = set()
+    if (out / "results.jsonl").exists():
+        rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        done = {(r["model"], r["loss"], r["seed"], r.get("epochs")) for r in rows}
+    model = f"{backbone}:{weights}"
+    for seed in seeds:
+        for loss in losses:
+            if (model, loss, seed, epochs) in done:
+                continue
             start = time.perf_counter()
-            config = TrainConfig(dataset=dataset_root, out=str(out / f"{backbone}-{loss}-seed{seed}"),
+            config = TrainConfig(dataset=dataset_root, out=str(out / f"{backbone}-{loss}-e{epochs}-seed{seed}"),
                                  backbone=backbone, weights=weights, loss=loss, seed=seed, epochs=epochs,
                                  workers=workers, device=device, **settings)
             result = train(config)
-            _record(out, {"stage": "finetune", "model": f"{backbone}:{weights}", "loss": loss, "seed": seed,
-                          "epochs": epochs, **result.retrieval.to_dict(), "losses": result.losses,
+            _record(out, {"stage": "finetune", "model": model, "loss": loss, "seed": seed, "epochs": epochs,
+                          **result.retrieval.to_dict(), "losses": result.losses,
                           "checkpoint": str(result.checkpoint), "seconds": round(time.perf_counter() - start, 1)})
 
 
 def table(out: Path) -> str:
-    """Mean ± std over seeds per (model, loss), in the SRL paper's columns (percent)."""
+    """Mean ± std over seeds per (model, loss, epochs), in the SRL paper's columns (percent)."""
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple[str, str, int], list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["model"], row["loss"]), []).append(row)
-    lines = ["| model | loss | runs | " + " | ".join(c.replace("map", "mAP").replace("p@", "P@") for c in COLUMNS)
-             + " | time per run |", "|---|---|---|" + "---|" * len(COLUMNS) + "---|"]
-    for (model, loss), runs in groups.items():
+        groups.setdefault((row["model"], row["loss"], row.get("epochs", 0)), []).append(row)
+    lines = ["| model | loss | epochs | runs | " + " | ".join(c.replace("map", "mAP").replace("p@", "P@")
+                                                         for c in COLUMNS) + " | time per run |",
+             "|---|---|---|---|" + "---|" * len(COLUMNS) + "---|"]
+    for (model, loss, epochs), runs in groups.items():
         cells = []
         for column in COLUMNS:
             values = 100 * np.array([r[column] for r in runs])
             cells.append(f"{values.mean():.2f}" + (f" ± {values.std(ddof=1):.2f}" if len(values) > 1 else ""))
         seconds = np.mean([r["seconds"] for r in runs])
-        lines.append(f"| {model} | {loss} | {len(runs)} | " + " | ".join(cells) + f" | {seconds / 60:.1f} min |")
+        lines.append(f"| {model} | {loss} | {epochs} | {len(runs)} | " + " | ".join(cells) +
+                     f" | {seconds / 60:.1f} min |")
     text = "\n".join(lines) + "\n"
     (out / "table.md").write_text(text)
     return text
@@ -93,6 +103,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--input-size", type=int, help="[default: the weights' own]")
+    parser.add_argument("--lr-backbone", type=float, default=1e-4)
+    parser.add_argument("--lr-head", type=float, default=1e-3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
@@ -102,7 +114,7 @@ def main() -> None:
         pretrained(args.dataset, out, args.workers)
     elif args.stage == "finetune":
         finetune(args.dataset, out, args.backbone, args.weights, args.losses, args.seeds, args.epochs, args.workers,
-                 args.device, input_size=args.input_size)
+                 args.device, input_size=args.input_size, lr_backbone=args.lr_backbone, lr_head=args.lr_head)
     print(table(out))
 
 
