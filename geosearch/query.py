@@ -11,6 +11,7 @@ Tiles with less than the archive's `min_valid` fraction of valid pixels are left
 
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,9 +239,10 @@ def encoder_for(archive: Archive, model_spec: str, device: str) -> tuple[Encoder
 
 def build_query(archive: Archive, *, bbox: tuple | None = None, crs: str = "EPSG:4326", tile: str | None = None,
                 image: str | None = None, query_scene: str | None = None, raster: str | None = None,
-                model_spec: str = "default", device: str = "auto") -> Query:
+                encoder: Callable[[], tuple[Encoder, torch.device]] | None = None) -> Query:
     """The query a user describes: exactly one of a box (read from `query_scene`, from `raster`, or from the
-    indexed scene covering most of it), a stored tile, or a picture."""
+    indexed scene covering most of it), a stored tile, or a picture. `encoder` gives the archive's encoder when a
+    query needs embedding (default: the default model, checked against the archive, on the best device)."""
     if sum(x is not None for x in (bbox, tile, image)) != 1:
         raise GeosearchError("give one query: --bbox MINX MINY MAXX MAXY, --tile ID or --image PATH")
     if (query_scene or raster) and bbox is None:
@@ -249,14 +251,14 @@ def build_query(archive: Archive, *, bbox: tuple | None = None, crs: str = "EPSG
         raise GeosearchError("--query-scene and --raster both say where to read the box: give one")
     if tile is not None:
         return tile_query(archive, tile)
-    encoder, torch_device = encoder_for(archive, model_spec, device)
+    model, torch_device = encoder() if encoder else encoder_for(archive, "default", "auto")
     if image is not None:
-        return image_query(image, encoder, torch_device)
+        return image_query(image, model, torch_device)
     box = Box.parse(bbox, crs)
     if raster:
-        return raster_query(raster, box, archive_tiling(archive), encoder, torch_device)
+        return raster_query(raster, box, archive_tiling(archive), model, torch_device)
     records = archive.find_scenes(query_scene)[:1] if query_scene else covering_scenes(archive, box)
-    return scene_query(box, records, encoder, torch_device)
+    return scene_query(box, records, model, torch_device)
 
 
 def archive_tiling(archive: Archive) -> TilingOptions:

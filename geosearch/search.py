@@ -10,13 +10,15 @@ de-duplication, asking the store for more candidates until k results remain.
 """
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import geopandas as gpd
 import numpy as np
 import shapely
 
+from geosearch.acquired import parse_date
 from geosearch.errors import GeosearchError
 from geosearch.query import Query
 from geosearch.store.archive import Archive
@@ -25,6 +27,11 @@ from geosearch.store.filters import Condition, DateRange, Filter, GeoBox, MatchA
 SELF_OVERLAP = 0.1
 DEDUP_IOU = 0.25
 MAX_CANDIDATES = 20_000
+
+
+def _end_of_day(text: str) -> datetime:
+    parsed = parse_date(text, "--before")
+    return parsed + timedelta(days=1, microseconds=-1) if len(text) == 10 else parsed
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,15 @@ class Filters:
     after: datetime | None = None
     before: datetime | None = None
     min_score: float | None = None
+
+    @classmethod
+    def of(cls, archive: Archive, within: shapely.Geometry | None = None, scenes: Sequence[str] = (),
+           after: str | None = None, before: str | None = None, min_score: float | None = None) -> "Filters":
+        """Filters as a user gives them: scenes by id or path, dates as ISO text (a bare day given as `before`
+        includes that whole day)."""
+        return cls(within=within, scenes=tuple(r["scene_id"] for key in scenes for r in archive.find_scenes(key)),
+                   after=parse_date(after, "--after") if after else None,
+                   before=_end_of_day(before) if before else None, min_score=min_score)
 
     def store_filter(self) -> Filter:
         """The part the store answers from its payload indexes."""

@@ -19,7 +19,16 @@ from geosearch.encoder.default import default_checkpoint
 from geosearch.errors import GeosearchError
 from geosearch.footprints import WGS84
 from geosearch.index import index_scenes
-from geosearch.query import Box, box_query, build_query, image_query, scene_query, tile_pixels, tile_query
+from geosearch.query import (
+    Box,
+    box_query,
+    build_query,
+    encoder_for,
+    image_query,
+    scene_query,
+    tile_pixels,
+    tile_query,
+)
 from geosearch.search import DEDUP_IOU, SELF_OVERLAP, Filters, hits_frame, search
 from geosearch.store import open_backend
 from geosearch.store.archive import Archive
@@ -267,7 +276,8 @@ def test_a_query_from_another_model_is_refused(archive, tmp_path):
     encoder, initial = pretrained_encoder("resnet18", None, embedding_dim=32, input_size=64)
     other = save_checkpoint(Checkpoint.of(encoder, {"initial_weights": initial}), tmp_path / "other.pt")
     with pytest.raises(GeosearchError, match=f"holds vectors of model {archive.model_id}; --model .* is resnet18"):
-        build_query(archive, bbox=(-54.83, -25.22, -54.78, -25.17), model_spec=str(other))
+        build_query(archive, bbox=(-54.83, -25.22, -54.78, -25.17),
+                    encoder=lambda: encoder_for(archive, str(other), "cpu"))
 
 
 def test_cli_within_a_polygon_file(store, tmp_path):

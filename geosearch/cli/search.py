@@ -1,20 +1,18 @@
 """`geosearch search` and `geosearch export`: questions to the archive, and their answers as files."""
 
 import time
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
 import geopandas as gpd
 import shapely
 
-from geosearch.acquired import parse_date
 from geosearch.cli.main import cli
 from geosearch.cli.options import open_archive, store_options
 from geosearch.encoder.device import DEVICES
 from geosearch.errors import GeosearchError
 from geosearch.export import FORMATS, check_output_path, scenes_frame, write_features
-from geosearch.query import Box, Query, build_query
+from geosearch.query import Box, Query, build_query, encoder_for
 from geosearch.search import Filters, Result, hits_frame
 from geosearch.search import search as search_archive
 from geosearch.store.archive import Archive
@@ -41,14 +39,6 @@ def _within(value: str) -> shapely.Geometry:
         raise GeosearchError(f"--within {value!r}: give MINLON,MINLAT,MAXLON,MAXLAT or a polygon file")
     box = Box.parse(tuple(bounds))
     return box.polygon(box.crs)
-
-
-def _date(value: str | None, option: str, end_of_day: bool = False) -> datetime | None:
-    """A date bound; a bare day given as --before includes that whole day."""
-    if value is None:
-        return None
-    parsed = parse_date(value, option)
-    return parsed + timedelta(days=1, microseconds=-1) if end_of_day and len(value) == 10 else parsed
 
 
 def print_hits(hits: list[Result]) -> None:
@@ -91,12 +81,10 @@ def search(bbox: tuple | None, crs: str, tile: str | None, image: str | None, qu
         check_output_path(quicklook, (".png",))
     with open_archive(store, qdrant_url, api_key, collection) as archive:
         start = time.perf_counter()
-        filters = Filters(within=_within(within) if within else None,
-                          scenes=tuple(r["scene_id"] for key in scenes for r in archive.find_scenes(key)),
-                          after=_date(after, "--after"), before=_date(before, "--before", end_of_day=True),
-                          min_score=min_score)
+        filters = Filters.of(archive, within=_within(within) if within else None, scenes=scenes, after=after,
+                             before=before, min_score=min_score)
         query = build_query(archive, bbox=bbox, crs=crs, tile=tile, image=image, query_scene=query_scene,
-                            raster=raster, model_spec=model_spec, device=device)
+                            raster=raster, encoder=lambda: encoder_for(archive, model_spec, device))
         hits, frame = answer(archive, query, k, filters, include_self, out_path, quicklook)
         seconds = time.perf_counter() - start
     if as_json:

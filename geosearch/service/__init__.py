@@ -1,0 +1,1 @@
+"""`geosearch serve`: the engine behind an HTTP API."""

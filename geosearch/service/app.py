@@ -1,0 +1,251 @@
+"""The HTTP API over the engine (FastAPI). One process holds the model and the store; clients such as the QGIS
+plugin send boxes and get GeoJSON back, and never need torch themselves."""
+
+import hmac
+import io
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import torch
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from geosearch import __version__
+from geosearch.embed import plan_scene
+from geosearch.encoder.checkpoint import Checkpoint
+from geosearch.encoder.device import describe_device
+from geosearch.errors import GeosearchError, SceneError
+from geosearch.export import scenes_frame
+from geosearch.index import index_scenes
+from geosearch.query import Box, build_query, tile_pixels
+from geosearch.search import Filters, hits_frame, search
+from geosearch.store.archive import Archive
+from geosearch.tiling import TilingOptions
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+class SearchRequest(BaseModel):
+    """A box with its CRS, or a tile id; k; the CLI's filters."""
+
+    bbox: Annotated[list[float], Field(min_length=4, max_length=4)] | None = None
+    crs: str = "EPSG:4326"
+    tile_id: str | None = None
+    k: Annotated[int, Field(ge=1, le=1000)] = 20
+    within: Annotated[list[float], Field(min_length=4, max_length=4, description="lon/lat box")] | None = None
+    scenes: list[str] = []
+    after: str | None = None
+    before: str | None = None
+    min_score: Annotated[float, Field(ge=-1, le=1)] | None = None
+    include_self: bool = False
+
+
+class IndexRequest(BaseModel):
+    paths: Annotated[list[str], Field(min_length=1, max_length=10_000)]
+    force: bool = False
+
+
+@dataclass
+class Job:
+    id: str
+    paths: list[str]
+    state: str = "queued"  # queued, running, done, failed
+    tiles_done: int = 0
+    tiles_total: int = 0
+    summary: dict = field(default_factory=dict)
+    errors: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "state": self.state, "paths": self.paths,
+                "progress": {"tiles_done": self.tiles_done, "tiles_total": self.tiles_total},
+                "summary": self.summary, "errors": self.errors}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes (413) before the application reads them."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await _error(413, f"request body over {self.limit} bytes")(scope, receive, send)
+        received = 0
+
+        async def limited() -> dict:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise HTTPException(413, f"request body over {self.limit} bytes")
+            return message
+
+        return await self.app(scope, limited, send)
+
+
+@dataclass
+class Service:
+    """What the endpoints share: the archive (over a locked store), the model loaded once, the index jobs."""
+
+    archive: Archive
+    checkpoint: Checkpoint
+    device: torch.device
+    roots: list[Path]
+    token: str | None = None
+    jobs: dict[str, Job] = field(default_factory=dict)
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
+
+    def __post_init__(self) -> None:
+        self.encoder = self.checkpoint.encoder().to(self.device).eval()
+
+    def allowed_path(self, text: str) -> str:
+        """A path under one of the archive roots, after resolving `..` and symlinks; anything else is refused."""
+        if not self.roots:
+            raise PermissionError("this server has no archive roots; start it with --root DIR to allow indexing")
+        try:
+            path = Path(text).resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise FileNotFoundError(f"{text}: no such file under the archive roots") from None
+        if not any(path.is_relative_to(root) for root in self.roots):
+            raise PermissionError(f"{text}: outside the archive roots")
+        return str(path)
+
+    def run_index(self, job: Job, force: bool) -> None:
+        job.state = "running"
+        try:
+            tiling = TilingOptions()
+            planned = []
+            for path in job.paths:
+                try:
+                    planned.append(plan_scene(path, tiling))
+                except SceneError as error:
+                    job.errors.append({"path": error.path, "error": error.problem})
+            job.tiles_total = sum(len(p.grid) for p in planned)
+
+            def advance(tiles: int) -> None:
+                job.tiles_done += tiles
+
+            report = index_scenes(self.archive, self.checkpoint, planned, tiling, self.device, force=force,
+                                  workers=0, on_tiles=advance)
+            self.archive.optimize()
+            job.errors += [{"path": e.path, "error": e.problem} for e in report.failed]
+            job.summary = {"indexed": len(report.indexed), "unchanged": len(report.unchanged),
+                           "failed": len(job.errors), "tiles_stored": report.tiles_stored,
+                           "tiles_skipped": report.tiles_skipped}
+            job.state = "done"
+        except Exception as error:  # a job reports its failure; the server goes on
+            job.errors.append({"path": None, "error": str(error).split("\n")[0]})
+            job.state = "failed"
+
+
+def create_app(service: Service) -> ASGIApp:
+    """The API, behind the request-body limit."""
+    app = FastAPI(title="geosearch", version=__version__,
+                  description="Search an archive of satellite and aerial scenes by what the land looks like.")
+
+    @app.middleware("http")
+    async def check_token(request: Request, call_next):
+        if service.token:
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), service.token.encode()):
+                return _error(401, "missing or wrong token (send 'Authorization: Bearer TOKEN')")
+        return await call_next(request)
+
+    @app.exception_handler(GeosearchError)
+    async def user_error(_: Request, error: GeosearchError) -> JSONResponse:
+        message = str(error)
+        return _error(404 if message.startswith(("no tile", "no scene")) else 400, message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        return _error(error.status_code, str(error.detail))
+
+    @app.exception_handler(Exception)
+    async def internal(_: Request, error: Exception) -> JSONResponse:
+        return _error(500, f"internal error ({type(error).__name__}); the server log has the details")
+
+    @app.get("/health")
+    def health() -> dict:
+        archive = service.archive
+        return {"version": __version__, "model_id": service.checkpoint.model_id,
+                "device": service.device.type, "device_name": describe_device(service.device),
+                "store": {"location": archive.backend.location, "collection": archive.collection},
+                "scenes": len(archive.scenes()), "tiles": archive.tile_count()}
+
+    @app.post("/search")
+    def search_endpoint(request: SearchRequest) -> JSONResponse:
+        archive = service.archive
+        within = Box.parse(tuple(request.within)) if request.within else None
+        filters = Filters.of(archive, within=within.polygon(within.crs) if within else None,
+                             scenes=request.scenes, after=request.after, before=request.before,
+                             min_score=request.min_score)
+        query = build_query(archive, bbox=tuple(request.bbox) if request.bbox else None, crs=request.crs,
+                            tile=request.tile_id, encoder=lambda: (service.encoder, service.device))
+        hits = search(archive, query, request.k, filters, request.include_self)
+        return JSONResponse(json.loads(hits_frame(hits, query, filters).to_json(drop_id=True)))
+
+    @app.get("/scenes")
+    def scenes() -> JSONResponse:
+        return JSONResponse(json.loads(scenes_frame(service.archive.scenes()).to_json(drop_id=True)))
+
+    @app.get("/tiles/{tile_id}/thumbnail.png", responses={200: {"content": {"image/png": {}}}})
+    def thumbnail(tile_id: str, size: Annotated[int, Query(ge=16, le=512)] = 128) -> Response:
+        try:
+            uuid.UUID(tile_id)
+        except ValueError:
+            return _error(404, f"{tile_id!r} is not a tile id")
+        stored = service.archive.tile(tile_id)
+        if stored is None:
+            return _error(404, f"no tile {tile_id} in the archive")
+        pixels = tile_pixels(service.archive, stored[1])
+        if pixels is None:
+            return _error(404, f"the scene of tile {tile_id} cannot be read any more")
+        image = Image.fromarray(pixels.transpose(1, 2, 0))
+        image.thumbnail((size, size))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return Response(buffer.getvalue(), media_type="image/png")
+
+    @app.post("/index", status_code=202)
+    def index(request: IndexRequest) -> JSONResponse:
+        try:
+            paths = [service.allowed_path(p) for p in request.paths]
+        except PermissionError as error:
+            return _error(403, str(error))
+        except FileNotFoundError as error:
+            return _error(404, str(error))
+        job = Job(id=str(uuid.uuid4()), paths=paths)
+        service.jobs[job.id] = job
+        service.executor.submit(service.run_index, job, request.force)
+        return JSONResponse({"job_id": job.id}, status_code=202)
+
+    @app.get("/jobs/{job_id}")
+    def job_status(job_id: str) -> JSONResponse:
+        job = service.jobs.get(job_id)
+        if job is None:
+            return _error(404, f"no job {job_id}")
+        return JSONResponse(job.to_dict())
+
+    return BodyLimit(app, MAX_BODY_BYTES)

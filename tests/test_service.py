@@ -1,0 +1,184 @@
+"""`geosearch serve`, the real server on loopback, started by the test: answers equal the CLI's, the token,
+archive roots, malformed requests, a schemathesis run, and an index job while searches go on."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import run_geosearch
+from geosearch.data import AERIAL_3857, LANDSAT7_RGB, LANDSAT8_224077, LANDSAT8_224078
+
+BOX = [-54.8315, -25.2208, -54.7783, -25.1723]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, store: Path, *args: str, token: str | None = None):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "geosearch", "serve", "--store", str(store), "--port", str(self.port), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=os.environ | ({"GEOSEARCH_TOKEN": token} if token else {}))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/health", headers=self.headers, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+            if self.process.poll() is not None:
+                raise RuntimeError(self.process.stderr.read())
+        raise TimeoutError("the server did not start")
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return httpx.get(self.url + path, headers=self.headers | kwargs.pop("headers", {}), timeout=60, **kwargs)
+
+    def post(self, path: str, **kwargs) -> httpx.Response:
+        return httpx.post(self.url + path, headers=self.headers | kwargs.pop("headers", {}), timeout=60, **kwargs)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def archive_root(tmp_path_factory) -> Path:
+    """An archive root holding the two Landsat 8 crops (indexed) and the other two scenes (not yet)."""
+    root = tmp_path_factory.mktemp("archive")
+    for scene in (LANDSAT8_224077, LANDSAT8_224078, AERIAL_3857, LANDSAT7_RGB):
+        shutil.copy(scene, root / scene.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, archive_root) -> Path:
+    path = tmp_path_factory.mktemp("served") / "store"
+    indexed = run_geosearch("index", str(archive_root / LANDSAT8_224077.name), str(archive_root / LANDSAT8_224078.name),
+                            "--store", str(path), "-q")
+    assert indexed.returncode == 0, indexed.stderr
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(store, archive_root) -> Iterator[Server]:
+    running = Server(store, "--root", str(archive_root))
+    yield running
+    running.stop()
+
+
+def test_health_and_scenes(server):
+    health = server.get("/health").json()
+    assert health["device"] == "cpu" and health["model_id"].startswith("efficientnet_lite0-")
+    assert health["scenes"] == 2 and health["tiles"] == 36 and health["store"]["collection"] == "tiles"
+    scenes = server.get("/scenes").json()
+    assert scenes["type"] == "FeatureCollection" and len(scenes["features"]) == 2
+
+
+def test_search_answer_equals_the_cli(server, store):
+    answer = server.post("/search", json={"bbox": BOX, "k": 5}).json()
+    # The CLI needs the store too: the server holds its lock, so it reads a copy.
+    copy = store.parent / "copy"
+    shutil.copytree(store, copy, ignore=shutil.ignore_patterns(".geosearch.lock"), dirs_exist_ok=True)
+    cli = run_geosearch("search", "--bbox", *map(str, BOX), "-k", "5", "--json", "--store", str(copy))
+    assert cli.returncode == 0, cli.stderr
+    assert answer == json.loads(cli.stdout)
+    by_tile = server.post("/search", json={"tile_id": answer["features"][0]["properties"]["tile_id"], "k": 3})
+    assert by_tile.status_code == 200 and len(by_tile.json()["features"]) == 3
+
+
+def test_thumbnail(server):
+    tile_id = server.post("/search", json={"bbox": BOX, "k": 1}).json()["features"][0]["properties"]["tile_id"]
+    picture = server.get(f"/tiles/{tile_id}/thumbnail.png", params={"size": 64})
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    assert picture.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert server.get("/tiles/0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17/thumbnail.png").status_code == 404
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    ({"bbox": [1, 2]}, 422, "body.bbox"),
+    ({"bbox": BOX, "k": 0}, 422, "body.k"),
+    ({"bbox": [2, 2, 1, 1]}, 400, "is empty (min above max)"),
+    ({"bbox": BOX, "crs": "EPSG:999999"}, 400, "unknown CRS"),
+    ({"bbox": [10, 10, 11, 11]}, 400, "lies outside every indexed scene"),
+    ({"tile_id": "0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17"}, 404, "no tile"),
+    ({}, 400, "give one query"),
+    ({"bbox": BOX, "after": "May"}, 400, "--after 'May'"),
+])
+def test_bad_search_requests_are_4xx_with_a_message(server, body, status, message):
+    response = server.post("/search", json=body)
+    assert response.status_code == status and message in response.json()["error"]
+
+
+def test_malformed_and_oversized_bodies(server):
+    broken = server.post("/search", content=b"{not json", headers={"content-type": "application/json"})
+    assert broken.status_code == 422 and "error" in broken.json()
+    huge = server.post("/search", content=b"[" + b"1," * 100_000 + b"1]", headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and "request body over" in huge.json()["error"]
+
+
+def test_paths_outside_the_roots_are_refused(server, archive_root, tmp_path):
+    outside = tmp_path / "secret.tif"
+    shutil.copy(AERIAL_3857, outside)
+    (archive_root / "escape.tif").symlink_to(outside)
+    for path in (str(outside), f"{archive_root}/../{tmp_path.name}/secret.tif", str(archive_root / "escape.tif")):
+        response = server.post("/index", json={"paths": [path]})
+        assert response.status_code == 403 and "outside the archive roots" in response.json()["error"], path
+    assert server.post("/index", json={"paths": [str(archive_root / "missing.tif")]}).status_code == 404
+    (archive_root / "escape.tif").unlink()
+
+
+def test_an_index_job_runs_while_searches_succeed(server, archive_root):
+    job = server.post("/index", json={"paths": [str(archive_root / AERIAL_3857.name),
+                                                str(archive_root / LANDSAT7_RGB.name)]})
+    assert job.status_code == 202
+    job_id, searches, state = job.json()["job_id"], 0, "queued"
+    deadline = time.monotonic() + 180
+    while state in ("queued", "running") and time.monotonic() < deadline:
+        assert server.post("/search", json={"bbox": BOX, "k": 3}).status_code == 200
+        searches += 1
+        state = server.get(f"/jobs/{job_id}").json()["state"]
+    status = server.get(f"/jobs/{job_id}").json()
+    assert status["state"] == "done" and status["summary"]["indexed"] == 2 and searches >= 2
+    assert status["progress"]["tiles_done"] == status["progress"]["tiles_total"] > 0
+    assert server.get("/health").json()["tiles"] == 36 + 26
+    assert server.get("/jobs/no-such-job").status_code == 404
+
+
+def test_schemathesis_finds_no_server_error(server):
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "schemathesis"), "run", f"{server.url}/openapi.json",
+         "--checks", "not_a_server_error", "--max-examples", "15", "--phases", "examples,fuzzing"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_the_token_is_enforced(store, tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy, ignore=shutil.ignore_patterns(".geosearch.lock"))
+    guarded = Server(copy, token="s3cret")
+    try:
+        assert guarded.get("/health").status_code == 200
+        assert httpx.get(f"{guarded.url}/health").status_code == 401
+        wrong = httpx.get(f"{guarded.url}/health", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "token" in wrong.json()["error"]
+        assert httpx.get(f"{guarded.url}/openapi.json").status_code == 401
+    finally:
+        guarded.stop()
+    exposed = run_geosearch("serve", "--host", "0.0.0.0", "--store", str(copy), env={"GEOSEARCH_TOKEN": ""})
+    assert exposed.returncode == 1 and "give --token" in exposed.stderr
