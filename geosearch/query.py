@@ -64,6 +64,9 @@ class Box:
         if minx >= maxx or miny >= maxy:
             problem = "zero width or height" if minx == maxx or miny == maxy else "min above max"
             raise GeosearchError(f"box {list(bounds)} is empty ({problem}); give MINX MINY MAXX MAXY")
+        if parsed.is_geographic and (minx < -180 or maxx > 180 or miny < -90 or maxy > 90):
+            raise GeosearchError(f"box {list(bounds)} leaves the globe: longitudes go from -180 to 180 and "
+                                 f"latitudes from -90 to 90 in {parsed.to_string()}")
         return cls(minx, miny, maxx, maxy, parsed)
 
     def polygon(self, crs: CRS) -> shapely.Polygon:
@@ -73,7 +76,11 @@ class Box:
         if crs == self.crs:
             return ring
         transformer = Transformer.from_crs(self.crs, crs, always_xy=True)
-        return shapely.transform(ring, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+        moved = shapely.transform(ring, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+        if not np.isfinite(moved.bounds).all():
+            raise GeosearchError(f"box {self.describe()['bbox']} ({self.crs.to_string()}) has no place in "
+                                 f"{crs.to_string()}: is it in the CRS given?")
+        return moved
 
     def describe(self) -> dict:
         return {"bbox": [self.minx, self.miny, self.maxx, self.maxy], "crs": self.crs.to_string()}
@@ -127,9 +134,12 @@ def _overview(scene: Scene, window: Window) -> np.ndarray:
 
 def box_query(box: Box, scene: Scene, tiling: TilingOptions, encoder: Encoder, device: torch.device) -> Query:
     """Embed what `scene` shows under `box`, as the module docstring describes."""
-    outline = box.polygon(scene.grid.crs)
     extent = shapely.box(*rasterio.transform.array_bounds(scene.grid.height, scene.grid.width, scene.grid.transform))
-    if not (np.isfinite(outline.bounds).all() and outline.intersects(extent)):
+    try:
+        outline = box.polygon(scene.grid.crs)
+    except GeosearchError:  # the box has no place in this scene's CRS
+        outline = None
+    if outline is None or not outline.intersects(extent):
         raise NoDataUnderBox(f"{scene.path}: the box {box.describe()['bbox']} ({box.crs.to_string()}) lies outside "
                              "this scene")
     window = from_bounds(*outline.bounds, transform=scene.grid.transform)
