@@ -33,6 +33,17 @@ def plan_scene(path: str, tiling: TilingOptions) -> PlannedScene:
         return PlannedScene(path, plan_grid(scene, tiling), scene.stretch, scene.summary())
 
 
+def plan_scenes(paths: list[str], tiling: TilingOptions) -> tuple[list[PlannedScene], list[SceneError]]:
+    """Plan each scene; one that cannot be opened is returned as a failure and the others go on."""
+    planned, failures = [], []
+    for path in paths:
+        try:
+            planned.append(plan_scene(path, tiling))
+        except SceneError as error:
+            failures.append(error)
+    return planned, failures
+
+
 @dataclass(frozen=True)
 class EmbeddedBatch:
     scene: int  # index into the planned scenes

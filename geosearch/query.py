@@ -126,7 +126,7 @@ def _overview(scene: Scene, window: Window) -> np.ndarray:
     scale = QUICKLOOK_SIDE / max(inside.width, inside.height)
     shape = (max(1, round(inside.height * scale)), max(1, round(inside.width * scale)))
     raw, valid = read_masked(scene.grid, scene.bands, inside, out_shape=shape,
-                             nodata=scene.nodata_override if scene.grid is scene.dataset else None)
+                             nodata=scene.value_nodata)
     pixels = scene.stretch.apply(raw)
     pixels[:, ~valid] = 0
     return pixels
@@ -160,9 +160,7 @@ def covering_scenes(archive: Archive, box: Box) -> list[dict]:
     """Complete scenes whose data meets the box, the one covering most of it first; on a tie the finer one,
     then the first by path."""
     area = box.polygon(WGS84)
-    scenes = [r for r in archive.scenes() if r["status"] == "complete"]
-    if not scenes:
-        raise GeosearchError(f"the archive in {archive.backend.location} has no complete scene; index some first")
+    scenes = archive.complete_scenes()
     footprints = [shapely.geometry.shape(r["footprint"]) for r in scenes]
     cover = [shapely.intersection(f, area).area / area.area for f in footprints]
     order = sorted(range(len(scenes)), key=lambda i: (-round(cover[i], 3), float(f"{scenes[i]['gsd_m']:.2g}"),
@@ -273,9 +271,7 @@ def build_query(archive: Archive, *, bbox: tuple | None = None, crs: str = "EPSG
 
 def archive_tiling(archive: Archive) -> TilingOptions:
     """For a raster that is not indexed: the tile size and GSD most of the archive's scenes were cut with."""
-    tilings = [(r["tiling"]["tile_size"], r["tiling"]["gsd"], r["tiling"]["min_valid"]) for r in archive.scenes()
-               if r["status"] == "complete"]
-    if not tilings:
-        raise GeosearchError(f"the archive in {archive.backend.location} has no complete scene; index some first")
+    tilings = [(r["tiling"]["tile_size"], r["tiling"]["gsd"], r["tiling"]["min_valid"])
+               for r in archive.complete_scenes()]
     size, gsd, min_valid = max(set(tilings), key=tilings.count)
     return TilingOptions(tile_size=size, gsd=gsd, min_valid=min_valid)

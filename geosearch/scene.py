@@ -163,12 +163,17 @@ class Scene:
         """The value that marks nodata in the file, given or declared."""
         return self.dataset.nodata if self.nodata_override is None else self.nodata_override
 
+    @property
+    def value_nodata(self) -> float | None:
+        """The nodata value to apply to pixel values when reading `grid`: on the resampled view the warper's
+        alpha band already marks a given nodata; on the file, values do."""
+        return self.nodata_override if self.grid is self.dataset else None
+
     def read(self, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         """A size × size window of `grid` at (row, col), padded with invalid pixels where it leaves the grid."""
         r0, c0 = max(row, 0), max(col, 0)
         r1, c1 = min(row + size, self.grid.height), min(col + size, self.grid.width)
-        # On the resampled view the warper's alpha band already marks a given nodata; on the file, values do.
-        value_nodata = self.nodata_override if self.grid is self.dataset else None
+        value_nodata = self.value_nodata
         try:
             if (r0, c0, r1, c1) == (row, col, row + size, col + size):
                 return read_masked(self.grid, self.bands, Window(col, row, size, size), nodata=value_nodata)

@@ -91,6 +91,7 @@ def _clean(candidates: list, query: Query, filters: Filters, include_self: bool,
     if not candidates:
         return []
     footprints = np.array([shapely.geometry.shape(c.payload["footprint"]) for c in candidates])
+    areas = shapely.area(footprints)
     keep = np.ones(len(candidates), dtype=bool)
     if filters.min_score is not None:
         keep &= np.array([c.score >= filters.min_score for c in candidates])
@@ -98,12 +99,12 @@ def _clean(candidates: list, query: Query, filters: Filters, include_self: bool,
         centres = shapely.points([(c.payload["centroid"]["lon"], c.payload["centroid"]["lat"]) for c in candidates])
         keep &= shapely.contains(filters.within, centres)
     if query.footprint is not None and not include_self:
-        keep &= _overlap(footprints, query.footprint) <= SELF_OVERLAP * shapely.area(footprints)
+        keep &= _overlap(footprints, query.footprint) <= SELF_OVERLAP * areas
     kept: list[int] = []
     for i in np.flatnonzero(keep):
         if kept:
             inter = _overlap(footprints[kept], footprints[i])
-            union = shapely.area(footprints[kept]) + shapely.area(footprints[i]) - inter
+            union = areas[kept] + areas[i] - inter
             if (inter > DEDUP_IOU * union).any():
                 continue
         kept.append(int(i))
@@ -118,8 +119,6 @@ def search(archive: Archive, query: Query, k: int = 20, filters: Filters = Filte
     """The k best tiles for the query that pass the filters, without the query itself and without duplicates."""
     if k < 1:
         raise GeosearchError(f"k must be at least 1, not {k}")
-    if archive.tile_count() == 0:
-        raise GeosearchError(f"the archive in {archive.backend.location} holds no tiles; index some scenes first")
     if len(query.vector) != archive.dim:
         raise GeosearchError(f"the query has {len(query.vector)} dimensions, the archive {archive.dim}: "
                              f"embed it with the archive's model {archive.model_id}")
@@ -127,6 +126,8 @@ def search(archive: Archive, query: Query, k: int = 20, filters: Filters = Filte
     limit = 4 * k + 20
     while True:
         candidates = archive.backend.query(archive.collection, query.vector, limit, where if where.must else None)
+        if not candidates and archive.tile_count() == 0:  # counted only when nothing came back
+            raise GeosearchError(f"the archive in {archive.backend.location} holds no tiles; index some scenes first")
         hits = _clean(candidates, query, filters, include_self, k)
         if len(hits) == k or len(candidates) < limit or limit >= MAX_CANDIDATES:
             return hits
@@ -139,7 +140,8 @@ def hits_frame(hits: list[Result], query: Query, filters: Filters = Filters()) -
     """Matches as features in EPSG:4326, each with its rank, score, tile, scene, window, date, model and query."""
     columns = ("scene_id", "scene_path", "row", "col", "width", "height", "tile_size", "gsd_m", "crs", "acquired",
                "valid_fraction", "model_id")
-    query_text = json.dumps(query.description | ({"filters": filters.describe()} if filters.describe() else {}))
+    described = filters.describe()
+    query_text = json.dumps(query.description | ({"filters": described} if described else {}))
     rows = [{"rank": h.rank, "score": round(h.score, 6), "tile_id": h.tile_id,
              **{key: h.payload.get(key) for key in columns}, "query": query_text} for h in hits]
     frame = gpd.GeoDataFrame(rows, geometry=[h.footprint for h in hits], crs=4326)

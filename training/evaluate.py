@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Subset
 
 from geosearch.encoder.model import Encoder
 from training.datasets import LabelledImages
-from training.metrics import Retrieval, evaluate_retrieval
+from training.metrics import Retrieval
 
 
 def _stack(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,8 +59,3 @@ def report(result: Retrieval, classes: list[str], title: str, details: dict, out
     md_path.write_text("\n".join(lines) + "\n")
     return json_path, md_path
 
-
-def evaluate(encoder: Encoder, dataset: LabelledImages, indices: Sequence[int] | None, device: torch.device,
-             batch_size: int = 64, workers: int = 1) -> Retrieval:
-    vectors, labels = embed_dataset(encoder, dataset, indices, device, batch_size, workers)
-    return evaluate_retrieval(vectors, labels)

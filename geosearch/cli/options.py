@@ -7,7 +7,7 @@ import click
 
 from geosearch.bands import parse_bands
 from geosearch.cli.main import log, print_error
-from geosearch.embed import DEFAULT_BATCH_SIZE, PlannedScene, plan_scene
+from geosearch.embed import DEFAULT_BATCH_SIZE, PlannedScene, plan_scenes
 from geosearch.encoder.device import DEVICES
 from geosearch.errors import GeosearchError, SceneError
 from geosearch.grid import EdgeMode
@@ -119,15 +119,12 @@ def open_archive(store: str | None, qdrant_url: str | None, api_key: str | None,
 
 
 def plan_all(paths: list[str], options: TilingOptions) -> tuple[list[PlannedScene], list[SceneError]]:
-    planned, failures = [], []
-    for path in paths:
-        try:
-            planned.append(plan_scene(path, options))
-        except SceneError as error:
-            failures.append(error)
-            print_error(error)
-            continue
-        if planned[-1].summary["band_source"] == "assumed":
+    """plan_scenes, saying on stderr which scenes failed and which have only assumed band roles."""
+    planned, failures = plan_scenes(paths, options)
+    for error in failures:
+        print_error(error)
+    for scene in planned:
+        if scene.summary["band_source"] == "assumed":
             log.warning("%s: no colour interpretation or band names; bands 1, 2, 3 are taken as red, green, blue "
-                        "(choose others with --bands)", path)
+                        "(choose others with --bands)", scene.path)
     return planned, failures

@@ -20,10 +20,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from geosearch import __version__
-from geosearch.embed import plan_scene
+from geosearch.embed import plan_scenes
 from geosearch.encoder.checkpoint import Checkpoint
 from geosearch.encoder.device import describe_device
-from geosearch.errors import GeosearchError, SceneError
+from geosearch.errors import GeosearchError
 from geosearch.export import scenes_frame
 from geosearch.index import index_scenes
 from geosearch.query import Box, build_query, tile_pixels
@@ -130,12 +130,8 @@ class Service:
         job.state = "running"
         try:
             tiling = TilingOptions()
-            planned = []
-            for path in job.paths:
-                try:
-                    planned.append(plan_scene(path, tiling))
-                except SceneError as error:
-                    job.errors.append({"path": error.path, "error": error.problem})
+            planned, failures = plan_scenes(job.paths, tiling)
+            job.errors += [{"path": e.path, "error": e.problem} for e in failures]
             job.tiles_total = sum(len(p.grid) for p in planned)
 
             def advance(tiles: int) -> None:

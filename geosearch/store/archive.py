@@ -77,6 +77,13 @@ class Archive:
         return sorted((p for _, p in self.backend.scroll(self.records, where(Match("kind", "scene")))),
                       key=lambda record: record["path"])
 
+    def complete_scenes(self) -> list[dict]:
+        """The scenes whose tiles are all stored; an error when there is none, since nothing can be searched."""
+        complete = [r for r in self.scenes() if r["status"] == "complete"]
+        if not complete:
+            raise GeosearchError(f"the archive in {self.backend.location} has no complete scene; index some first")
+        return complete
+
     def find_scenes(self, key: str) -> list[dict]:
         """The scenes a user means by `key`: a scene id, or a path (as given, or resolved)."""
         resolved = str(Path(key).resolve())
@@ -129,10 +136,7 @@ class Archive:
 
     def tile(self, tile_id: str) -> tuple[np.ndarray, dict] | None:
         """A stored tile's vector and payload, or None."""
-        vectors = self.backend.vectors(self.collection, [tile_id])
-        if tile_id not in vectors:
-            return None
-        return vectors[tile_id], self.backend.payloads(self.collection, [tile_id])[tile_id]
+        return self.backend.points(self.collection, [tile_id]).get(tile_id)
 
     def tiles(self, scene_id: str) -> Iterator[tuple[str, dict]]:
         return self.backend.scroll(self.collection, where(Match("scene_id", scene_id)))

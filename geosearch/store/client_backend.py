@@ -92,9 +92,9 @@ class ClientBackend:
     def payloads(self, name: str, ids: list[str]) -> dict[str, dict]:
         return {str(r.id): r.payload or {} for r in self.client.retrieve(name, ids=ids, with_payload=True)}
 
-    def vectors(self, name: str, ids: list[str]) -> dict[str, np.ndarray]:
-        records = self.client.retrieve(name, ids=ids, with_payload=False, with_vectors=True)
-        return {str(r.id): np.asarray(r.vector, dtype=np.float32) for r in records}
+    def points(self, name: str, ids: list[str]) -> dict[str, tuple[np.ndarray, dict]]:
+        records = self.client.retrieve(name, ids=ids, with_payload=True, with_vectors=True)
+        return {str(r.id): (np.asarray(r.vector, dtype=np.float32), r.payload or {}) for r in records}
 
     def query(self, name: str, vector: np.ndarray, k: int, where: Filter | None = None,
               exact: bool = False) -> list[Hit]:

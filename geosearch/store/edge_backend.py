@@ -139,8 +139,9 @@ class EdgeBackend:
         return {str(r.id): r.payload or {} for r in self._shard(name).retrieve(ids, True, False)}
 
     @_engine
-    def vectors(self, name: str, ids: list[str]) -> dict[str, np.ndarray]:
-        return {str(r.id): np.asarray(r.vector, dtype=np.float32) for r in self._shard(name).retrieve(ids, False, True)}
+    def points(self, name: str, ids: list[str]) -> dict[str, tuple[np.ndarray, dict]]:
+        return {str(r.id): (np.asarray(r.vector, dtype=np.float32), r.payload or {})
+                for r in self._shard(name).retrieve(ids, True, True)}
 
     @_engine
     def query(self, name: str, vector: np.ndarray, k: int, where: Filter | None = None,
