@@ -113,3 +113,10 @@ def test_cli_train_and_evaluate(folders, tmp_path):
     assert json.loads((tmp_path / "eval.json").read_text())["queries"] == 32
     bad = run_geosearch("train", "--config", str(tmp_path / "missing.toml"))
     assert bad.returncode == 1 and "cannot read the training config" in bad.stderr
+    config.write_text(config.read_text().replace('loss = "rll"', 'loss = "hinge"'))
+    unknown = run_geosearch("train", "--config", str(config))
+    assert unknown.returncode == 1 and "unknown loss 'hinge'" in unknown.stderr and "Traceback" not in unknown.stderr
+    (tmp_path / "split.json").write_text(json.dumps({"train": [], "test": ["nowhere/0.png"]}))
+    wrong_split = run_geosearch("evaluate", str(tmp_path / "run" / "model.pt"), "--dataset", str(folders),
+                                "--split", str(tmp_path / "split.json"))
+    assert wrong_split.returncode == 1 and "1 test image(s) are not in" in wrong_split.stderr

@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import torch
 
+from geosearch.errors import GeosearchError
 from training.losses import LOSSES
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -38,4 +39,4 @@ def make_loss(name: str, **options) -> LossFn:
         return LOSSES[name](**options)
     if name in BASELINES:
         return _pml(name, **options)
-    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(ALL_LOSSES)}")
+    raise GeosearchError(f"unknown loss {name!r}; choose one of {', '.join(ALL_LOSSES)}")

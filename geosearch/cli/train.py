@@ -9,6 +9,7 @@ from rich.progress import Progress
 from geosearch.cli.main import PROGRESS_COLUMNS, cli, stderr
 from geosearch.encoder.default import open_model
 from geosearch.encoder.device import DEVICES, resolve_device
+from geosearch.errors import GeosearchError
 
 
 @cli.command()
@@ -52,7 +53,13 @@ def evaluate(model_spec: str, dataset: str, split: str | None, out: str, device:
     indices = None
     if split:
         names = {str(f.relative_to(dataset)): i for i, f in enumerate(data.files)}
-        indices = [names[name] for name in json.loads(Path(split).read_text())["test"]]
+        try:
+            test = json.loads(Path(split).read_text())["test"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise GeosearchError(f"{split}: not a split file (a run's split.json, with a 'test' list)") from None
+        if missing := [name for name in test if name not in names]:
+            raise GeosearchError(f"{split}: {len(missing)} test image(s) are not in {dataset}, e.g. {missing[0]}")
+        indices = [names[name] for name in test]
     with Progress(*PROGRESS_COLUMNS, console=stderr, transient=True) as progress:
         task = progress.add_task("embedding", total=len(indices) if indices else len(data))
         vectors, labels = embed_dataset(checkpoint.encoder(), data, indices, torch_device, batch_size,
