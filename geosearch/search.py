@@ -6,7 +6,8 @@ de-duplication, asking the store for more candidates until k results remain.
   those hits, e.g. to find the same place in another scene or on another date.
 - De-duplication: of hits whose footprints overlap with IoU above DEDUP_IOU, only the best-scoring stays. Two
   tiles that overlap by half (IoU 1/3) count as one place; neighbours touching at a corner (IoU 1/7 for a
-  quarter overlap) do not. The same ground in two overlapping scenes has IoU near 1.
+  quarter overlap) do not. The same ground in two overlapping scenes has IoU near 1. `dedup=False` keeps every
+  overlapping tile, e.g. to see how a match holds across neighbouring windows.
 """
 
 import json
@@ -86,7 +87,8 @@ def _overlap(geometries: np.ndarray, other: shapely.Geometry) -> np.ndarray:
     return shapely.area(shapely.intersection(geometries, other))
 
 
-def _clean(candidates: list, query: Query, filters: Filters, include_self: bool, k: int) -> list[Result]:
+def _clean(candidates: list, query: Query, filters: Filters, include_self: bool, dedup: bool,
+           k: int) -> list[Result]:
     """Apply the exact tests and de-duplication to store hits in score order; up to k survive."""
     if not candidates:
         return []
@@ -102,7 +104,7 @@ def _clean(candidates: list, query: Query, filters: Filters, include_self: bool,
         keep &= _overlap(footprints, query.footprint) <= SELF_OVERLAP * areas
     kept: list[int] = []
     for i in np.flatnonzero(keep):
-        if kept:
+        if dedup and kept:
             inter = _overlap(footprints[kept], footprints[i])
             union = areas[kept] + areas[i] - inter
             if (inter > DEDUP_IOU * union).any():
@@ -115,7 +117,7 @@ def _clean(candidates: list, query: Query, filters: Filters, include_self: bool,
 
 
 def search(archive: Archive, query: Query, k: int = 20, filters: Filters = Filters(),
-           include_self: bool = False) -> list[Result]:
+           include_self: bool = False, dedup: bool = True) -> list[Result]:
     """The k best tiles for the query that pass the filters, without the query itself and without duplicates."""
     if k < 1:
         raise GeosearchError(f"k must be at least 1, not {k}")
@@ -128,7 +130,7 @@ def search(archive: Archive, query: Query, k: int = 20, filters: Filters = Filte
         candidates = archive.backend.query(archive.collection, query.vector, limit, where if where.must else None)
         if not candidates and archive.tile_count() == 0:  # counted only when nothing came back
             raise GeosearchError(f"the archive in {archive.backend.location} holds no tiles; index some scenes first")
-        hits = _clean(candidates, query, filters, include_self, k)
+        hits = _clean(candidates, query, filters, include_self, dedup, k)
         if len(hits) == k or len(candidates) < limit or limit >= MAX_CANDIDATES:
             return hits
         if filters.min_score is not None and candidates[-1].score < filters.min_score:

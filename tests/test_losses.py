@@ -64,13 +64,16 @@ def test_srl_is_rll_with_positive_weighting_off():
 
 def test_srl_class_weight_by_hand():
     """Class 0 at 0°, 10°, 100°: from 0° and 10° one positive is easy (0.17 ≤ 0.8) and one hard (the far one);
-    from 100° both are hard. So 2 easy, 4 hard: ω = 1 + 2/4, or 2/4 literally. Class 1 has no easy pair: ω = 1."""
+    from 100° both are hard. So 2 easy, 4 hard: ω = 1 + 2/4, or 2/4 literally. Class 1 has no easy pair: ω = 1.
+    Relative: divided by the mean over the queries, (3 × 1.5 + 2 × 1) / 5 = 1.3."""
     x, y = on_circle(0, 10, 100, 200, 300), torch.tensor([0, 0, 0, 1, 1])
     pairs = Pairs.of(x, y)
     everyone = torch.ones(5, dtype=torch.bool)
     assert class_positive_weight(pairs, 0.8, everyone, "one_plus_ratio").tolist() == [1.5, 1.5, 1.5, 1, 1]
     assert class_positive_weight(pairs, 0.8, everyone, "ratio").tolist() == [0.5, 0.5, 0.5, 0, 0]
     assert class_positive_weight(pairs, 0.8, everyone, "none").tolist() == [1] * 5
+    relative = class_positive_weight(pairs, 0.8, everyone, "relative")
+    assert relative.tolist() == pytest.approx([1.5 / 1.3] * 3 + [1 / 1.3] * 2)
 
 
 def test_srl_queries_per_class():

@@ -121,7 +121,7 @@ def test_box_larger_than_a_tile_is_covered_by_tiles_and_capped(model):
 
 def test_self_exclusion_and_deduplication(archive):
     """A tile of A that B also covers: by default neither it nor its twin in B comes back; with include_self it
-    comes first, and its twin (IoU ≈ 1) is dropped as a duplicate."""
+    comes first, and its twin (IoU ≈ 1) is dropped as a duplicate, unless dedup is off."""
     a, b = (archive.find_scenes(str(p))[0] for p in (LANDSAT8_224077, LANDSAT8_224078))
     tile_id = next(t for t, p in archive.tiles(a["scene_id"]) if p["row"] == 256 and p["col"] == 768)
     query = tile_query(archive, tile_id)
@@ -137,6 +137,10 @@ def test_self_exclusion_and_deduplication(archive):
             assert _iou(first.footprint, second.footprint) <= DEDUP_IOU
     assert [h.rank for h in with_self] == list(range(1, 11))
     assert all(x.score >= y.score for x, y in itertools.pairwise(with_self))
+    with_twin = search(archive, query, 10, include_self=True, dedup=False)
+    assert with_twin[0].tile_id == tile_id
+    assert any(h.payload["scene_id"] == b["scene_id"] and _iou(h.footprint, query.footprint) > 0.9
+               for h in with_twin)
 
 
 def test_filters(archive):

@@ -48,24 +48,31 @@ def pretrained(dataset_root: str, out: Path, workers: int) -> None:
                       **result, "seconds": round(time.perf_counter() - start, 1)})
 
 
+def _variant(loss: str, options: dict) -> str:
+    """A loss with its non-default options, e.g. `srl[positive_weight=ratio]`."""
+    return loss + ("[" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) + "]" if options else "")
+
+
 def finetune(dataset_root: str, out: Path, backbone: str, weights: str, losses: list[str], seeds: list[int],
-             epochs: int, workers: int, device: str, **settings) -> None:
-    """Seed by seed, every loss; runs already in the results are skipped, an interrupted one resumes."""
+             epochs: int, workers: int, device: str, loss_options: dict | None = None, **settings) -> None:
+    """Seed by seed, every loss; runs already in the results are skipped, an interrupted one resumes.
+    `loss_options` go to every loss given (meant for one loss at a time, e.g. SRL's positive weight)."""
     done = set()
     if (out / "results.jsonl").exists():
         rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
         done = {(r["model"], r["loss"], r["seed"], r.get("epochs")) for r in rows}
-    model = f"{backbone}:{weights}"
+    model, options = f"{backbone}:{weights}", loss_options or {}
     for seed in seeds:
         for loss in losses:
-            if (model, loss, seed, epochs) in done:
+            variant = _variant(loss, options)
+            if (model, variant, seed, epochs) in done:
                 continue
             start = time.perf_counter()
-            config = TrainConfig(dataset=dataset_root, out=str(out / f"{backbone}-{loss}-e{epochs}-seed{seed}"),
-                                 backbone=backbone, weights=weights, loss=loss, seed=seed, epochs=epochs,
-                                 workers=workers, device=device, **settings)
+            config = TrainConfig(dataset=dataset_root, out=str(out / f"{backbone}-{variant}-e{epochs}-seed{seed}"),
+                                 backbone=backbone, weights=weights, loss=loss, loss_options=options, seed=seed,
+                                 epochs=epochs, workers=workers, device=device, **settings)
             result = train(config)
-            _record(out, {"stage": "finetune", "model": model, "loss": loss, "seed": seed, "epochs": epochs,
+            _record(out, {"stage": "finetune", "model": model, "loss": variant, "seed": seed, "epochs": epochs,
                           **result.retrieval.to_dict(), "losses": result.losses,
                           "checkpoint": str(result.checkpoint), "seconds": round(time.perf_counter() - start, 1)})
 
@@ -102,6 +109,9 @@ def main() -> None:
     parser.add_argument("--losses", nargs="+", default=list(ALL_LOSSES), choices=ALL_LOSSES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--loss-options", type=json.loads, help='JSON, e.g. \'{"positive_weight": "ratio"}\'')
+    parser.add_argument("--validation", type=float, default=0.0,
+                        help="Evaluate on this share of the training split instead of the test split (for tuning).")
     parser.add_argument("--input-size", type=int, help="[default: the weights' own]")
     parser.add_argument("--lr-backbone", type=float, default=1e-4)
     parser.add_argument("--lr-head", type=float, default=1e-3)
@@ -114,7 +124,8 @@ def main() -> None:
         pretrained(args.dataset, out, args.workers)
     elif args.stage == "finetune":
         finetune(args.dataset, out, args.backbone, args.weights, args.losses, args.seeds, args.epochs, args.workers,
-                 args.device, input_size=args.input_size, lr_backbone=args.lr_backbone, lr_head=args.lr_head)
+                 args.device, loss_options=args.loss_options, input_size=args.input_size,
+                 lr_backbone=args.lr_backbone, lr_head=args.lr_head, validation_fraction=args.validation)
     print(table(out))
 
 

@@ -92,12 +92,14 @@ class RankedListLoss(RankingLoss):
         return (per_query * totals).sum() / (totals.sum() + EPS)
 
 
-PositiveWeight = Literal["one_plus_ratio", "ratio", "none"]
+PositiveWeight = Literal["one_plus_ratio", "relative", "ratio", "none"]
 
 
 def class_positive_weight(pairs: Pairs, radius: float, queries: torch.Tensor, rule: PositiveWeight) -> torch.Tensor:
     """ω per query, from its class's count of easy (d ≤ α − m) and hard positive pairs among the class's queries
-    (spec §3.3): 1 + easy/hard by default, easy/hard literally, or 1."""
+    (spec §3.3): 1 + easy/hard by default, easy/hard literally, or 1. "relative" is ours: 1 + easy/hard divided by
+    its mean over the queries, so classes are weighted against each other while the positive term as a whole
+    keeps RLL's balance with the negative term (1 + easy/hard alone grows with training and swamps it)."""
     if rule == "none":
         return torch.ones(len(pairs.labels), device=pairs.labels.device)
     easy = (pairs.positive & (pairs.distance <= radius) & queries[:, None]).sum(dim=1).float()
@@ -106,7 +108,10 @@ def class_positive_weight(pairs: Pairs, radius: float, queries: torch.Tensor, ru
     easy_c = torch.zeros(len(classes), device=easy.device).index_add_(0, index, easy)
     hard_c = torch.zeros(len(classes), device=hard.device).index_add_(0, index, hard)
     ratio = easy_c / hard_c.clamp_min(1)
-    return (ratio + 1 if rule == "one_plus_ratio" else ratio)[index]
+    if rule == "ratio":
+        return ratio[index]
+    omega = (ratio + 1)[index]
+    return omega / omega[queries].mean() if rule == "relative" else omega
 
 
 def _pick_queries(labels: torch.Tensor, per_class: int | None, generator: torch.Generator | None) -> torch.Tensor:

@@ -50,6 +50,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     test_fraction: float = 0.5
+    validation_fraction: float = 0.0  # > 0: evaluate on this share of the training split, never on the test split
     split_seed: int = 0  # the split stays fixed while `seed` varies
     seed: int = 0
     device: str = "auto"
@@ -122,6 +123,10 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float], None] | None
     torch.manual_seed(config.seed)
     dataset = ClassFolders(config.dataset)
     train_idx, test_idx = stratified_split(dataset.labels, config.test_fraction, config.split_seed)
+    if config.validation_fraction:  # tune without looking at the test split
+        train_part, validation_part = stratified_split(dataset.labels[train_idx], config.validation_fraction,
+                                                       config.split_seed)
+        train_idx, test_idx = train_idx[train_part], train_idx[validation_part]
     save_split(out / "split.json", train_idx, test_idx, [str(f.relative_to(config.dataset)) for f in dataset.files])
 
     encoder, initial_weights = _initial_encoder(config)
@@ -184,7 +189,8 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float], None] | None
                                     workers=config.workers)
     retrieval = evaluate_retrieval(vectors, labels)
     details = {"model": str(checkpoint), "loss": config.loss, "backbone": config.backbone, "seed": config.seed,
-               "epochs": config.epochs, "test images": len(test_idx), "dataset": str(config.dataset)}
+               "epochs": config.epochs, "dataset": str(config.dataset),
+               "evaluated on": f"{len(test_idx)} {'validation' if config.validation_fraction else 'test'} images"}
     json_path, md_path = report(retrieval, dataset.classes, f"{config.loss} on {Path(config.dataset).name}",
                                 details, out / "report")
     return TrainResult(checkpoint, retrieval, json_path, md_path, losses)

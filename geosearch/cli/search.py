@@ -63,6 +63,8 @@ def print_hits(hits: list[Result]) -> None:
 @click.option("--before", help="Only matches acquired on or before this date.")
 @click.option("--min-score", type=click.FloatRange(-1, 1), help="Only matches at least this similar (cosine).")
 @click.option("--include-self", is_flag=True, help="Keep matches on the query's own ground (other scenes, dates).")
+@click.option("--no-dedup", "dedup", is_flag=True, flag_value=False, default=True,
+              help="Keep overlapping matches instead of only the best of each place.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), help="Write matches to .geojson, .gpkg or .parquet.")
 @click.option("--quicklook", type=click.Path(dir_okay=False), help="Write a PNG of the query and the best matches.")
 @click.option("--json", "as_json", is_flag=True, help="Print the matches as a GeoJSON FeatureCollection.")
@@ -72,9 +74,9 @@ def print_hits(hits: list[Result]) -> None:
 @store_options
 def search(bbox: tuple | None, crs: str, tile: str | None, image: str | None, query_scene: str | None,
            raster: str | None, k: int, within: str | None, scenes: tuple[str, ...], after: str | None,
-           before: str | None, min_score: float | None, include_self: bool, out: str | None, quicklook: str | None,
-           as_json: bool, model_spec: str, device: str, store: str | None, qdrant_url: str | None,
-           api_key: str | None, collection: str) -> None:
+           before: str | None, min_score: float | None, include_self: bool, dedup: bool, out: str | None,
+           quicklook: str | None, as_json: bool, model_spec: str, device: str, store: str | None,
+           qdrant_url: str | None, api_key: str | None, collection: str) -> None:
     """Find the places in the archive that look like a box on the map, a tile or a picture."""
     out_path = check_output_path(out) if out else None
     if quicklook:
@@ -85,7 +87,7 @@ def search(bbox: tuple | None, crs: str, tile: str | None, image: str | None, qu
                              before=before, min_score=min_score)
         query = build_query(archive, bbox=bbox, crs=crs, tile=tile, image=image, query_scene=query_scene,
                             raster=raster, encoder=lambda: encoder_for(archive, model_spec, device))
-        hits, frame = answer(archive, query, k, filters, include_self, out_path, quicklook)
+        hits, frame = answer(archive, query, k, filters, include_self, out_path, quicklook, dedup)
         seconds = time.perf_counter() - start
     if as_json:
         click.echo(frame.to_json(drop_id=True))
@@ -97,9 +99,9 @@ def search(bbox: tuple | None, crs: str, tile: str | None, image: str | None, qu
 
 
 def answer(archive: Archive, query: Query, k: int, filters: Filters, include_self: bool, out: Path | None,
-           quicklook: str | Path | None) -> tuple[list[Result], gpd.GeoDataFrame]:
+           quicklook: str | Path | None, dedup: bool = True) -> tuple[list[Result], gpd.GeoDataFrame]:
     """Search, then write the matches and the quicklook where asked."""
-    hits = search_archive(archive, query, k, filters, include_self)
+    hits = search_archive(archive, query, k, filters, include_self, dedup)
     frame = hits_frame(hits, query, filters)
     if out:
         write_features(frame, out)

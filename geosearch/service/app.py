@@ -47,6 +47,7 @@ class SearchRequest(BaseModel):
     before: str | None = None
     min_score: Annotated[float, Field(ge=-1, le=1)] | None = None
     include_self: bool = False
+    dedup: bool = True
 
 
 class IndexRequest(BaseModel):
@@ -199,7 +200,7 @@ def create_app(service: Service) -> ASGIApp:
                              min_score=request.min_score)
         query = build_query(archive, bbox=tuple(request.bbox) if request.bbox else None, crs=request.crs,
                             tile=request.tile_id, encoder=lambda: (service.encoder, service.device))
-        hits = search(archive, query, request.k, filters, request.include_self)
+        hits = search(archive, query, request.k, filters, request.include_self, request.dedup)
         return JSONResponse(json.loads(hits_frame(hits, query, filters).to_json(drop_id=True)))
 
     @app.get("/scenes")

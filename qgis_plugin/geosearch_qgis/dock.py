@@ -1,0 +1,143 @@
+"""The dock: the server's status line, the matches with their thumbnails (a click zooms to one), and the buttons
+that export them or add the archive's scene footprints; plus the settings dialog."""
+
+from typing import Callable
+
+from qgis.core import QgsVectorLayer
+from qgis.gui import QgsDockWidget, QgsMapCanvas
+from qgis.PyQt.QtCore import QDate, QSize, Qt
+from qgis.PyQt.QtGui import QIcon, QPixmap
+from qgis.PyQt.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .settings import Settings
+
+COLUMNS = ("", "rank", "score", "scene", "date")
+
+
+class MatchesDock(QgsDockWidget):
+    def __init__(self, canvas: QgsMapCanvas, export: Callable[[], None], add_scenes: Callable[[], None],
+                 edit_settings: Callable[[], None]):
+        super().__init__("geosearch")
+        self.setObjectName("GeosearchDock")
+        self.canvas = canvas
+        self.layer = None  # the matches layer the table shows
+        self.server = QLabel("server: not asked yet")  # the server's model and device, or why it cannot be reached
+        self.message = QLabel()  # what the last action came to
+        for label in (self.server, self.message):
+            label.setWordWrap(True)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setIconSize(QSize(64, 64))
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.verticalHeader().setVisible(False)
+        self.table.cellClicked.connect(lambda row, _: self.zoom_to(row))
+
+        self.export_button = QPushButton("Export…")
+        self.export_button.setEnabled(False)
+        self.export_button.clicked.connect(export)
+        scenes_button = QPushButton("Scene footprints")
+        scenes_button.clicked.connect(add_scenes)
+        settings_button = QPushButton("Settings…")
+        settings_button.clicked.connect(edit_settings)
+        buttons = QHBoxLayout()
+        for button in (self.export_button, scenes_button, settings_button):
+            buttons.addWidget(button)
+
+        layout = QVBoxLayout()
+        layout.addWidget(self.server)
+        layout.addWidget(self.table)
+        layout.addWidget(self.message)
+        layout.addLayout(buttons)
+        body = QWidget()
+        body.setLayout(layout)
+        self.setWidget(body)
+
+    def show_matches(self, layer: QgsVectorLayer, thumbnails: dict[str, bytes]) -> None:
+        """One row per match, in rank order; row i is the feature of rank i + 1."""
+        self.layer = layer
+        features = sorted(layer.getFeatures(), key=lambda f: f["rank"])
+        self.table.setRowCount(len(features))
+        for row, feature in enumerate(features):
+            picture = QTableWidgetItem()
+            pixmap = QPixmap()
+            if pixmap.loadFromData(thumbnails.get(feature["tile_id"], b"")):
+                picture.setIcon(QIcon(pixmap))
+            picture.setData(Qt.UserRole, feature.id())
+            self.table.setItem(row, 0, picture)
+            scene = str(feature["scene_path"]).replace("\\", "/").rsplit("/", 1)[-1]
+            for column, value in enumerate((str(feature["rank"]), f"{feature['score']:.3f}", scene,
+                                            str(feature["acquired"] or "")), start=1):
+                self.table.setItem(row, column, QTableWidgetItem(value))
+            self.table.setRowHeight(row, 68)
+        self.table.resizeColumnsToContents()
+        self.export_button.setEnabled(bool(features))
+
+    def zoom_to(self, row: int) -> None:
+        """Zoom the map to the match in `row` (in whatever CRS the project uses) and flash it."""
+        if self.layer is None or self.table.item(row, 0) is None:
+            return
+        feature_id = self.table.item(row, 0).data(Qt.UserRole)
+        self.canvas.zoomToFeatureIds(self.layer, [feature_id])
+        self.canvas.flashFeatureIds(self.layer, [feature_id])
+
+
+class SettingsDialog(QDialog):
+    """Server URL and token; k, de-duplication and the date filter sent with each search."""
+
+    def __init__(self, settings: Settings, parent: QWidget = None):
+        super().__init__(parent)
+        self.setWindowTitle("geosearch settings")
+        self.url = QLineEdit(settings.url)
+        self.token = QLineEdit(settings.token)
+        self.token.setEchoMode(QLineEdit.Password)
+        self.k = QSpinBox()
+        self.k.setRange(1, 1000)
+        self.k.setValue(settings.k)
+        self.dedup = QCheckBox("Keep only the best of overlapping matches")
+        self.dedup.setChecked(settings.dedup)
+        self.after, self.before = QLineEdit(settings.after), QLineEdit(settings.before)
+        for date in (self.after, self.before):
+            date.setPlaceholderText("YYYY-MM-DD, empty for no bound")
+        form = QFormLayout()
+        for label, widget in (("Server URL", self.url), ("Token", self.token), ("Matches (k)", self.k),
+                              ("De-duplication", self.dedup), ("Acquired on or after", self.after),
+                              ("Acquired on or before", self.before)):
+            form.addRow(label, widget)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        self.message = QLabel()
+        layout = QVBoxLayout()
+        layout.addLayout(form)
+        layout.addWidget(self.message)
+        layout.addWidget(buttons)
+        self.setLayout(layout)
+
+    def accept(self) -> None:
+        for date in (self.after, self.before):
+            text = date.text().strip()
+            if text and not QDate.fromString(text, Qt.ISODate).isValid():
+                self.message.setText(f"'{text}' is not a date: write it as YYYY-MM-DD")
+                return
+        super().accept()
+
+    def settings(self) -> Settings:
+        return Settings(url=self.url.text().strip(), token=self.token.text().strip(), k=self.k.value(),
+                        dedup=self.dedup.isChecked(), after=self.after.text().strip(),
+                        before=self.before.text().strip())

@@ -1,0 +1,137 @@
+"""The server's GeoJSON as QGIS layers: matches styled by score with rank labels, the query box, scene
+footprints; and their export through OGR."""
+
+import json
+
+from qgis.core import (
+    QgsClassificationEqualInterval,
+    QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsField,
+    QgsFields,
+    QgsFillSymbol,
+    QgsGeometry,
+    QgsGraduatedSymbolRenderer,
+    QgsJsonUtils,
+    QgsPalLayerSettings,
+    QgsProject,
+    QgsRectangle,
+    QgsStyle,
+    QgsTextBufferSettings,
+    QgsTextFormat,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+    QgsVectorLayerSimpleLabeling,
+)
+from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtGui import QColor
+
+MATCHES = "geosearch matches"
+QUERY = "geosearch query"
+SCENES = "geosearch scenes"
+
+# The match fields and their types, in the order the server writes them (geosearch.search.hits_frame).
+MATCH_FIELDS = (("rank", QVariant.Int), ("score", QVariant.Double), ("tile_id", QVariant.String),
+                ("scene_id", QVariant.String), ("scene_path", QVariant.String), ("row", QVariant.Int),
+                ("col", QVariant.Int), ("width", QVariant.Int), ("height", QVariant.Int),
+                ("tile_size", QVariant.Int), ("gsd_m", QVariant.Double), ("crs", QVariant.String),
+                ("acquired", QVariant.String), ("valid_fraction", QVariant.Double), ("model_id", QVariant.String),
+                ("query", QVariant.String))
+
+
+def match_fields() -> QgsFields:
+    result = QgsFields()
+    for name, kind in MATCH_FIELDS:
+        result.append(QgsField(name, kind))
+    return result
+
+
+WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
+
+
+def _memory_layer(geometry: str, crs: QgsCoordinateReferenceSystem, name: str, fields: QgsFields,
+                  features: list[QgsFeature]) -> QgsVectorLayer:
+    layer = QgsVectorLayer(geometry, name, "memory")
+    layer.setCrs(crs)
+    provider = layer.dataProvider()
+    provider.addAttributes(fields.toList())
+    layer.updateFields()
+    provider.addFeatures(features)
+    layer.updateExtents()
+    return layer
+
+
+def match_features(collection: dict) -> list[QgsFeature]:
+    """The matches of a /search answer as features with MATCH_FIELDS, in rank order."""
+    return QgsJsonUtils.stringToFeatureList(json.dumps(collection), match_fields())
+
+
+def matches_layer(collection: dict) -> QgsVectorLayer:
+    """Footprints coloured from pale (weakest) to strong (best score), each labelled with its rank."""
+    layer = _memory_layer("Polygon", WGS84, MATCHES, match_fields(), match_features(collection))
+    symbol = QgsFillSymbol.createSimple({"color": "255,0,0,90", "outline_width": "0.6", "outline_color": "0,0,0"})
+    renderer = QgsGraduatedSymbolRenderer("score")
+    renderer.setSourceSymbol(symbol)
+    renderer.setSourceColorRamp(QgsStyle.defaultStyle().colorRamp("Reds"))
+    renderer.setClassificationMethod(QgsClassificationEqualInterval())
+    renderer.updateClasses(layer, min(5, max(1, layer.featureCount())))
+    layer.setRenderer(renderer)
+    layer.setOpacity(0.6)
+
+    labels = QgsPalLayerSettings()
+    labels.fieldName = "rank"
+    labels.placement = QgsPalLayerSettings.OverPoint
+    text = QgsTextFormat()
+    text.setSize(10)
+    buffer = QgsTextBufferSettings()
+    buffer.setEnabled(True)
+    buffer.setColor(QColor("white"))
+    text.setBuffer(buffer)
+    labels.setFormat(text)
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(labels))
+    layer.setLabelsEnabled(True)
+    return layer
+
+
+def query_layer(box: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
+    """The box the user drew, in the CRS it was drawn in, as a dashed blue outline."""
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromRect(box))
+    layer = _memory_layer("Polygon", crs, QUERY, QgsFields(), [feature])
+    layer.renderer().setSymbol(QgsFillSymbol.createSimple(
+        {"style": "no", "outline_color": "0,90,255", "outline_width": "0.8", "outline_style": "dash"}))
+    return layer
+
+
+def scenes_layer(collection: dict) -> QgsVectorLayer:
+    """The archive's scene footprints, outlined, with the fields the server gives."""
+    text = json.dumps(collection)
+    fields = QgsJsonUtils.stringToFields(text)
+    layer = _memory_layer("MultiPolygon", WGS84, SCENES, fields, QgsJsonUtils.stringToFeatureList(text, fields))
+    layer.renderer().setSymbol(QgsFillSymbol.createSimple(
+        {"style": "no", "outline_color": "255,160,0", "outline_width": "0.5"}))
+    return layer
+
+
+def replace_layer(layer: QgsVectorLayer, project: QgsProject) -> QgsVectorLayer:
+    """Add `layer`, removing earlier layers of the same name, so each search leaves one set of results."""
+    for old in project.mapLayersByName(layer.name()):
+        project.removeMapLayer(old.id())
+    project.addMapLayer(layer)
+    return layer
+
+
+def export_layer(layer: QgsVectorLayer, path: str) -> tuple[bool, str]:
+    """Write `layer` to `path` in the OGR format its extension names (GeoJSON, GeoPackage, Shapefile…)."""
+    extension = path.rsplit(".", 1)[-1] if "." in path else ""
+    driver = QgsVectorFileWriter.driverForExtension(extension)
+    if not driver:
+        return False, f"{path}: no vector format for the extension '.{extension}' (try .geojson or .gpkg)"
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = driver
+    options.fileEncoding = "UTF-8"
+    error, message, _, _ = QgsVectorFileWriter.writeAsVectorFormatV3(
+        layer, path, QgsProject.instance().transformContext(), options)
+    if error != QgsVectorFileWriter.NoError:
+        return False, f"{path}: {message}"
+    return True, path

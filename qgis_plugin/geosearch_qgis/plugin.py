@@ -1,0 +1,162 @@
+"""The plugin: a toolbar button and menu entry arm a map tool; the box dragged on the map goes to `geosearch
+serve` in a background task; the matches come back as layers and in the dock."""
+
+from typing import Optional
+
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRectangle
+from qgis.gui import QgisInterface, QgsMapToolExtent
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction, QFileDialog
+
+from .algorithm import ICON, Provider
+from .dock import MatchesDock, SettingsDialog
+from .layers import export_layer, matches_layer, query_layer, replace_layer, scenes_layer
+from .settings import Settings
+from .tasks import ServiceTask, search_with_thumbnails
+
+MENU = "&geosearch"
+
+
+class GeosearchPlugin:
+    def __init__(self, iface: QgisInterface):
+        self.iface = iface
+        self.canvas = iface.mapCanvas()
+        self.settings = Settings.load()
+        self.tasks: list = []  # running tasks, kept alive until they report
+        self.searching: Optional[ServiceTask] = None
+        self.matches = None  # the latest matches layer
+        self.query = None  # (box, CRS) of the latest search
+        self.provider: Optional[Provider] = None
+
+    # QGIS calls these.
+    def initProcessing(self) -> None:
+        self.provider = Provider()
+        QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self) -> None:
+        self.initProcessing()
+        window = self.iface.mainWindow()
+        self.find_action = QAction(QIcon(ICON), "Find similar patches", window)
+        self.find_action.setCheckable(True)
+        self.find_action.setStatusTip("Drag a box on the map to find the places in the archive that look like it")
+        self.find_action.triggered.connect(self.activate)
+        self.settings_action = QAction("geosearch settings…", window)
+        self.settings_action.triggered.connect(self.edit_settings)
+        self.iface.addToolBarIcon(self.find_action)
+        for action in (self.find_action, self.settings_action):
+            self.iface.addPluginToMenu(MENU, action)
+
+        self.tool = QgsMapToolExtent(self.canvas)
+        self.tool.setAction(self.find_action)
+        self.tool.extentChanged.connect(self.search_box)
+        self.dock = MatchesDock(self.canvas, self.export_dialog, self.add_scenes, self.edit_settings)
+        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.dock.hide()
+
+    def unload(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        if self.canvas.mapTool() is self.tool:
+            self.canvas.unsetMapTool(self.tool)
+        for action in (self.find_action, self.settings_action):
+            self.iface.removePluginMenu(MENU, action)
+        self.iface.removeToolBarIcon(self.find_action)
+        self.iface.removeDockWidget(self.dock)
+        self.dock.deleteLater()
+        QgsApplication.processingRegistry().removeProvider(self.provider)
+
+    # What the user does.
+    def activate(self) -> None:
+        self.canvas.setMapTool(self.tool)
+        self.dock.show()
+        self.check_server()
+
+    def search_box(self, box: QgsRectangle) -> None:
+        """Search with the box just dragged, in the project's CRS; a running search is cancelled first."""
+        self.tool.clearRubberBand()
+        if box.isEmpty():
+            self.report("drag a box on the map, not a click: the search needs an area", Qgis.Warning)
+            return
+        crs = self.canvas.mapSettings().destinationCrs()
+        if self.searching is not None:
+            self.searching.cancel()
+        self.query = (QgsRectangle(box), crs)
+        self.dock.show()
+        self.dock.message.setText("searching…")
+        body = self.settings.search_body(box, crs)
+        self.searching = ServiceTask("geosearch: find similar patches",
+                                     search_with_thumbnails(self.settings.client(), body), self._show_matches)
+        self._start(self.searching)
+
+    def check_server(self) -> None:
+        """Say in the dock which model and device the server runs, or that it cannot be reached."""
+        client = self.settings.client()
+        self._start(ServiceTask("geosearch: server status", lambda task: client.health(task.feedback),
+                                self._show_health))
+
+    def add_scenes(self) -> None:
+        client = self.settings.client()
+        self._start(ServiceTask("geosearch: scene footprints", lambda task: client.scenes(task.feedback),
+                                self._show_scenes))
+
+    def export_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self.dock, "Export the matches", "matches.geojson",
+                                              "GeoJSON (*.geojson);;GeoPackage (*.gpkg);;Shapefile (*.shp);;"
+                                              "Any OGR format (*.*)")
+        if path:
+            self.export_matches(path)
+
+    def export_matches(self, path: str) -> bool:
+        if self.matches is None:
+            self.report("nothing to export yet: search first", Qgis.Warning)
+            return False
+        ok, message = export_layer(self.matches, path)
+        self.report(f"wrote {message}" if ok else message, Qgis.Success if ok else Qgis.Critical)
+        return ok
+
+    def edit_settings(self) -> None:
+        dialog = SettingsDialog(self.settings, self.iface.mainWindow())
+        if dialog.exec_():
+            self.settings = dialog.settings()
+            self.settings.save()
+            self.check_server()
+
+    # Answers, on the interface thread.
+    def _start(self, task: ServiceTask) -> None:
+        self.tasks.append(task)
+        QgsApplication.taskManager().addTask(task)
+
+    def _finish(self, task: ServiceTask) -> bool:
+        self.tasks.remove(task)
+        if task.error and task.error != "cancelled":
+            self.report(task.error, Qgis.Critical)
+        return task.error is None
+
+    def _show_matches(self, task: ServiceTask) -> None:
+        if task is self.searching:
+            self.searching = None
+        if not self._finish(task):
+            return
+        project = QgsProject.instance()
+        replace_layer(query_layer(*self.query), project)
+        self.matches = replace_layer(matches_layer(task.value["matches"]), project)
+        self.dock.show_matches(self.matches, task.value["thumbnails"])
+        self.dock.message.setText(f"{self.matches.featureCount()} match(es) from {self.settings.url}")
+
+    def _show_health(self, task: ServiceTask) -> None:
+        if self._finish(task):
+            health = task.value
+            self.dock.server.setText(f"{self.settings.url}: model {health['model_id']} on {health['device_name']}; "
+                                     f"{health['scenes']} scene(s), {health['tiles']} tiles")
+        elif task.error != "cancelled":
+            self.dock.server.setText(task.error)
+
+    def _show_scenes(self, task: ServiceTask) -> None:
+        if self._finish(task):
+            replace_layer(scenes_layer(task.value), QgsProject.instance())
+
+    def report(self, text: str, level: Qgis.MessageLevel = Qgis.Info) -> None:
+        """In the message bar and in the dock, where it stays when the bar's message is gone."""
+        self.iface.messageBar().pushMessage("geosearch", text, level=level, duration=8)
+        self.dock.message.setText(text)

@@ -1,0 +1,279 @@
+"""The plugin in real QGIS against a real server: it loads through classFactory, a drag on a project in a projected
+CRS sends that box and CRS, the matches become layers and dock rows, Processing gives the same features, export
+writes GeoJSON, and a server that is down gives a message, not a crash."""
+
+import configparser
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsPointXY,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+from qgis.gui import QgsMapCanvas, QgsMapMouseEvent
+from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+from qgis.PyQt.QtGui import QColor, QImage
+from qgis.testing.mocked import get_iface
+
+import geosearch_qgis
+from conftest import REPO, SCENES, free_port, wait_for
+from geosearch_qgis.dock import SettingsDialog
+from geosearch_qgis.layers import MATCH_FIELDS, MATCHES, QUERY
+from geosearch_qgis.layers import SCENES as SCENES_LAYER
+from geosearch_qgis.settings import Settings
+
+UTM21S = QgsCoordinateReferenceSystem("EPSG:32621")  # the Landsat 8 crops' CRS
+LANDSATS = QgsRectangle(701985, -2807715, 755745, -2776995)
+DEMO_BOX = QgsRectangle(-54.8315, -25.2208, -54.7783, -25.1723)  # lon/lat, `geosearch demo`'s box
+K = 8
+
+
+@pytest.fixture
+def plugin(server):
+    iface = get_iface()
+    QgsProject.instance().clear()
+    QgsProject.instance().setCrs(UTM21S)
+    canvas = iface.mapCanvas()
+    canvas.resize(800, 640)
+    canvas.setDestinationCrs(UTM21S)
+    canvas.setExtent(LANDSATS)
+    loaded = geosearch_qgis.classFactory(iface)
+    loaded.initGui()
+    loaded.settings = Settings(url=server.url, k=K)
+    yield loaded
+    loaded.unload()
+    QgsProject.instance().clear()
+
+
+def drag(plugin, box: QgsRectangle) -> tuple:
+    """Press, move and release the left button over `box` (in the canvas CRS), as a user's drag; returns the
+    two corners in pixels."""
+    canvas = plugin.canvas
+    to_pixels = canvas.getCoordinateTransform()
+    start = to_pixels.transform(QgsPointXY(box.xMinimum(), box.yMaximum()))
+    end = to_pixels.transform(QgsPointXY(box.xMaximum(), box.yMinimum()))
+    start, end = QPoint(round(start.x()), round(start.y())), QPoint(round(end.x()), round(end.y()))
+    plugin.find_action.trigger()
+    assert canvas.mapTool() is plugin.tool
+    plugin.tool.canvasPressEvent(QgsMapMouseEvent(canvas, QEvent.MouseButtonPress, start, Qt.LeftButton))
+    plugin.tool.canvasMoveEvent(QgsMapMouseEvent(canvas, QEvent.MouseMove, end, Qt.NoButton, Qt.LeftButton))
+    plugin.tool.canvasReleaseEvent(QgsMapMouseEvent(canvas, QEvent.MouseButtonRelease, end, Qt.LeftButton))
+    return start, end
+
+
+def demo_box_utm() -> QgsRectangle:
+    to_utm = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:4326"), UTM21S, QgsProject.instance())
+    return to_utm.transformBoundingBox(DEMO_BOX)
+
+
+def search_by_drag(plugin) -> QgsVectorLayer:
+    drag(plugin, demo_box_utm())
+    wait_for(plugin)
+    layers = QgsProject.instance().mapLayersByName(MATCHES)
+    assert len(layers) == 1, plugin.dock.message.text()
+    return layers[0]
+
+
+def test_metadata_and_class_factory():
+    metadata = configparser.ConfigParser()
+    metadata.read(REPO / "qgis_plugin" / "geosearch_qgis" / "metadata.txt")
+    general = metadata["general"]
+    assert general["qgisMinimumVersion"] == "3.22" and general["hasProcessingProvider"] == "yes"
+    assert (REPO / "qgis_plugin" / "geosearch_qgis" / general["icon"]).is_file()
+    iface = get_iface()
+    plugin = geosearch_qgis.classFactory(iface)
+    plugin.initGui()
+    iface.addToolBarIcon.assert_called_with(plugin.find_action)
+    assert plugin.find_action.text() == "Find similar patches"
+    from qgis.core import QgsApplication
+
+    assert QgsApplication.processingRegistry().algorithmById("geosearch:findsimilarpatches") is not None
+    plugin.unload()
+    assert QgsApplication.processingRegistry().algorithmById("geosearch:findsimilarpatches") is None
+    iface.removeToolBarIcon.assert_called_with(plugin.find_action)
+
+
+def test_plugin_imports_no_torch_or_geosearch():
+    import sys
+
+    assert not {"torch", "geosearch"} & set(sys.modules)
+
+
+def test_drag_sends_the_box_in_the_project_crs(plugin):
+    sent = []
+    search_body = plugin.settings.search_body
+    plugin.settings.search_body = lambda box, crs, k=None: sent.append(search_body(box, crs, k)) or sent[-1]
+    start, end = drag(plugin, demo_box_utm())
+    wait_for(plugin)
+
+    (body,) = sent
+    to_map = plugin.canvas.getCoordinateTransform()
+    corners = [to_map.toMapCoordinates(start), to_map.toMapCoordinates(end)]
+    expected = [min(p.x() for p in corners), min(p.y() for p in corners),
+                max(p.x() for p in corners), max(p.y() for p in corners)]
+    assert body["crs"] == "EPSG:32621" and body["k"] == K and body["dedup"] is True
+    assert body["bbox"] == pytest.approx(expected)
+    assert body["bbox"] == pytest.approx(list(demo_box_utm().toRectF().getCoords()), abs=2 * to_map.mapUnitsPerPixel())
+    matches = QgsProject.instance().mapLayersByName(MATCHES)[0]
+    query = json.loads(next(matches.getFeatures())["query"])
+    assert query["type"] == "bbox" and query["crs"] == "EPSG:32621"  # what the server understood
+    assert query["bbox"] == pytest.approx(body["bbox"])
+
+
+def test_matches_become_a_layer_and_dock_rows(plugin, server):
+    layer = search_by_drag(plugin)
+    assert layer.featureCount() == K and layer.crs().authid() == "EPSG:4326"
+    assert [f.name() for f in layer.fields()] == [name for name, _ in MATCH_FIELDS]
+    features = sorted(layer.getFeatures(), key=lambda f: f["rank"])
+    assert [f["rank"] for f in features] == list(range(1, K + 1))
+    assert all(a["score"] >= b["score"] for a, b in zip(features, features[1:]))
+    assert all(f.geometry().isGeosValid() and f["tile_id"] for f in features)
+    assert layer.renderer().type() == "graduatedSymbol" and layer.labelsEnabled()
+    (query,) = QgsProject.instance().mapLayersByName(QUERY)
+    assert query.crs() == UTM21S and query.extent().contains(demo_box_utm().center())
+
+    # The server's own answer to the same box is the same matches.
+    body = {"bbox": list(demo_box_utm().toRectF().getCoords()), "crs": "EPSG:32621", "k": K}
+    direct = server.post("/search", body)["features"]
+    assert [f["properties"]["tile_id"] for f in direct] == [f["tile_id"] for f in features]
+
+    table = plugin.dock.table
+    assert table.rowCount() == K
+    assert [table.item(row, 1).text() for row in range(K)] == [str(r) for r in range(1, K + 1)]
+    assert sum(not table.item(row, 0).icon().isNull() for row in range(K)) == K  # every thumbnail came
+    assert table.item(0, 3).text() == Path(features[0]["scene_path"]).name
+
+    # A second search replaces the first one's layers.
+    search_by_drag(plugin)
+    assert len(QgsProject.instance().mapLayersByName(MATCHES)) == 1
+    assert len(QgsProject.instance().mapLayersByName(QUERY)) == 1
+
+
+def test_clicking_a_match_zooms_to_it(plugin):
+    layer = search_by_drag(plugin)
+    plugin.dock.table.cellClicked.emit(K - 1, 2)
+    feature = next(f for f in layer.getFeatures() if f["rank"] == K)
+    to_canvas = QgsCoordinateTransform(layer.crs(), UTM21S, QgsProject.instance())
+    footprint = to_canvas.transformBoundingBox(feature.geometry().boundingBox())
+    extent = plugin.canvas.extent()
+    assert extent.contains(footprint)  # and fits it closely in one direction, whatever the canvas's shape:
+    assert min(extent.width() / footprint.width(), extent.height() / footprint.height()) < 1.5
+
+
+def test_processing_gives_the_same_features(plugin):
+    import processing
+
+    layer = search_by_drag(plugin)
+    box = demo_box_utm()
+    extent = f"{box.xMinimum()},{box.xMaximum()},{box.yMinimum()},{box.yMaximum()} [EPSG:32621]"
+    Settings(url=plugin.settings.url, k=3).save()  # the algorithm reads the saved settings
+    result = processing.run("geosearch:findsimilarpatches", {"EXTENT": extent, "K": K, "OUTPUT": "memory:"})
+    output = result["OUTPUT"]
+    assert output.featureCount() == K and output.crs().authid() == "EPSG:4326"
+    key = [(f["rank"], f["tile_id"], round(f["score"], 5)) for f in layer.getFeatures()]
+    assert sorted(key) == sorted((f["rank"], f["tile_id"], round(f["score"], 5)) for f in output.getFeatures())
+
+
+def test_export_writes_geojson(plugin, tmp_path):
+    layer = search_by_drag(plugin)
+    path = tmp_path / "matches.geojson"
+    assert plugin.export_matches(str(path))
+    collection = json.loads(path.read_text())
+    assert collection["type"] == "FeatureCollection" and len(collection["features"]) == K
+    first = min(collection["features"], key=lambda f: f["properties"]["rank"])
+    assert first["geometry"]["type"] == "Polygon"
+    lon, lat = first["geometry"]["coordinates"][0][0]
+    assert -56 < lon < -54 and -26 < lat < -24
+    assert {f["properties"]["tile_id"] for f in collection["features"]} == {f["tile_id"] for f in layer.getFeatures()}
+    reread = QgsVectorLayer(str(path), "reread", "ogr")
+    assert reread.isValid() and reread.featureCount() == K
+    assert plugin.export_matches(str(tmp_path / "matches.gpkg"))
+    assert not plugin.export_matches(str(tmp_path / "matches.nothing"))
+    assert "no vector format" in plugin.dock.message.text()
+
+
+def test_scene_footprints_and_server_status(plugin, server):
+    plugin.add_scenes()
+    plugin.check_server()
+    wait_for(plugin)
+    (scenes,) = QgsProject.instance().mapLayersByName(SCENES_LAYER)
+    assert scenes.featureCount() == len(SCENES)
+    status = plugin.dock.server.text()
+    assert server.health["model_id"] in status and server.health["device_name"] in status
+
+
+def test_server_down_gives_a_message(plugin):
+    plugin.settings = Settings(url=f"http://127.0.0.1:{free_port()}", k=K)
+    plugin.check_server()
+    wait_for(plugin)
+    assert "cannot reach geosearch serve" in plugin.dock.server.text()
+    plugin.iface.messageBar().pushMessage.assert_called()
+    drag(plugin, demo_box_utm())
+    wait_for(plugin)
+    assert "cannot reach geosearch serve" in plugin.dock.message.text()
+    assert not QgsProject.instance().mapLayersByName(MATCHES)
+
+
+def test_server_errors_and_clicks_are_reported(plugin):
+    plugin.settings.after = "someday"
+    drag(plugin, demo_box_utm())
+    wait_for(plugin)
+    assert "answered 400" in plugin.dock.message.text()
+    assert "model efficientnet_lite0" in plugin.dock.server.text()  # the server status stays apart
+    plugin.settings.after = ""
+    point = demo_box_utm().center()
+    drag(plugin, QgsRectangle(point, point))
+    assert "not a click" in plugin.dock.message.text()
+    assert [task.description() for task in plugin.tasks] == ["geosearch: server status"]  # no search started
+
+
+def test_settings_dialog_refuses_a_bad_date():
+    dialog = SettingsDialog(Settings())
+    dialog.after.setText("2020-13-40")
+    dialog.accept()
+    assert dialog.result() == 0 and "not a date" in dialog.message.text()
+    dialog.after.setText("2020-05-01")
+    dialog.k.setValue(7)
+    dialog.accept()
+    assert dialog.result() == 1 and dialog.settings().after == "2020-05-01" and dialog.settings().k == 7
+
+
+def test_canvas_screenshot(plugin, tmp_path):
+    """The matches over the scenes, rendered by a map canvas; GEOSEARCH_SCREENSHOT=path keeps a copy (docs/img)."""
+    project = QgsProject.instance()
+    copies = [shutil.copy(scene, tmp_path) for scene in SCENES if "landsat8" in scene.name]  # QGIS writes .aux.xml
+    scenes = [QgsRasterLayer(copy, Path(copy).stem) for copy in copies]
+    for scene in scenes:
+        project.addMapLayer(scene)
+    layer = search_by_drag(plugin)
+    canvas = QgsMapCanvas()  # a shown, sized canvas of its own: the mocked interface's canvas is never laid out
+    canvas.resize(1000, 640)
+    canvas.show()
+    canvas.setDestinationCrs(UTM21S)
+    canvas.setLayers([layer, *project.mapLayersByName(QUERY), *scenes])
+    canvas.setExtent(LANDSATS)
+    canvas.refresh()
+    canvas.waitWhileRendering()
+    path = tmp_path / "plugin.png"
+    canvas.saveAsImage(str(path))
+    image = QImage(str(path))
+    assert image.size() == canvas.mapSettings().outputSize() and image.width() > 900
+    colours = {image.pixel(x, y) for x in range(0, image.width(), 16) for y in range(0, image.height(), 16)}
+    assert len(colours) > 100  # the scenes are drawn, not a blank canvas
+    best = next(f for f in layer.getFeatures() if f["rank"] == 1)
+    to_canvas = QgsCoordinateTransform(layer.crs(), UTM21S, project)
+    footprint = to_canvas.transformBoundingBox(best.geometry().boundingBox())
+    inside = QgsPointXY(footprint.xMinimum() + footprint.width() / 5, footprint.yMinimum() + footprint.height() / 5)
+    pixel = canvas.getCoordinateTransform().transform(inside)  # off centre, clear of the rank label
+    red, green, blue = QColor(image.pixel(round(pixel.x()), round(pixel.y()))).getRgb()[:3]
+    assert red > green and red > blue  # the best match is filled in red over the scene
+    if os.environ.get("GEOSEARCH_SCREENSHOT"):
+        shutil.copy(path, os.environ["GEOSEARCH_SCREENSHOT"])
