@@ -6,6 +6,9 @@ import configparser
 import json
 import os
 import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -101,9 +104,27 @@ def test_metadata_and_class_factory():
     iface.removeToolBarIcon.assert_called_with(plugin.find_action)
 
 
-def test_plugin_imports_no_torch_or_geosearch():
-    import sys
+def test_the_zip_installs_and_loads(tmp_path):
+    """`make plugin`'s zip, unpacked as the plugin manager does, loads in a QGIS of its own (no repo on the path)."""
+    built = subprocess.run(["make", "-s", "plugin"], cwd=REPO, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    metadata = configparser.ConfigParser()
+    metadata.read(REPO / "qgis_plugin" / "geosearch_qgis" / "metadata.txt")
+    with zipfile.ZipFile(REPO / "dist" / f"geosearch_qgis-{metadata['general']['version']}.zip") as plugin_zip:
+        names = plugin_zip.namelist()
+        plugin_zip.extractall(tmp_path)
+    assert "geosearch_qgis/metadata.txt" in names and not [n for n in names if "__pycache__" in n or "tests" in n]
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); from qgis.testing import start_app; start_app(); "
+              "from qgis.testing.mocked import get_iface; import geosearch_qgis; "
+              "plugin = geosearch_qgis.classFactory(get_iface()); plugin.initGui(); plugin.unload(); "
+              "print(geosearch_qgis.__file__)")
+    loaded = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                            cwd=tmp_path, env=os.environ | {"QT_QPA_PLATFORM": "offscreen"})
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip().endswith(str(tmp_path / "geosearch_qgis" / "__init__.py"))
 
+
+def test_plugin_imports_no_torch_or_geosearch():
     assert not {"torch", "geosearch"} & set(sys.modules)
 
 

@@ -1,0 +1,80 @@
+"""What a QGIS user waits for: from the end of a drag to the matches layer and the dock filled (the search, k
+thumbnails, the layers), against a running `geosearch serve`; and, in the same run, the bare POST /search.
+
+Runs in the Python that has QGIS, e.g. after `make demo`:
+
+    .venv/bin/geosearch serve --store geosearch-demo/store &
+    .venv-qgis/bin/python bench/bench_plugin.py --url http://127.0.0.1:8765 --searches 20
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "qgis_plugin"))
+
+from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle  # noqa: E402
+from qgis.PyQt.QtCore import QCoreApplication  # noqa: E402
+from qgis.testing import start_app  # noqa: E402
+from qgis.testing.mocked import get_iface  # noqa: E402
+
+import geosearch_qgis  # noqa: E402
+from geosearch_qgis.settings import Settings  # noqa: E402
+
+UTM21S = QgsCoordinateReferenceSystem("EPSG:32621")
+DATA = (701985, -2807715, 740385, -2776995)  # the shipped Landsat 8 crop with no nodata (224077), in UTM 21S
+SIDE = 6000  # metres: a box of about 200 × 200 Landsat pixels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8765")
+    parser.add_argument("--searches", type=int, default=20)
+    parser.add_argument("-k", type=int, default=20)
+    args = parser.parse_args()
+
+    start_app()
+    iface = get_iface()
+    iface.mapCanvas().setDestinationCrs(UTM21S)
+    plugin = geosearch_qgis.classFactory(iface)
+    plugin.initGui()
+    plugin.settings = Settings(url=args.url, k=args.k)
+    rng = random.Random(0)
+    boxes = []
+    for _ in range(args.searches):
+        x, y = rng.uniform(DATA[0], DATA[2] - SIDE), rng.uniform(DATA[1], DATA[3] - SIDE)
+        boxes.append(QgsRectangle(x, y, x + SIDE, y + SIDE))
+
+    plugin_ms, search_ms = [], []
+    for box in boxes:
+        start = time.perf_counter()
+        plugin.search_box(box)
+        while plugin.searching is not None:
+            QCoreApplication.processEvents()
+            time.sleep(0.001)
+        plugin_ms.append(1000 * (time.perf_counter() - start))
+        assert plugin.matches is not None and plugin.matches.featureCount() == args.k, plugin.dock.message.text()
+
+        body = json.dumps(plugin.settings.search_body(box, UTM21S)).encode()
+        start = time.perf_counter()
+        request = urllib.request.Request(args.url + "/search", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            answer.read()
+        search_ms.append(1000 * (time.perf_counter() - start))
+    plugin.unload()
+
+    for name, values in (("drag → layer and dock (plugin)", plugin_ms), ("POST /search alone", search_ms)):
+        print(f"{name}: p50 {np.percentile(values, 50):.0f} ms, p95 {np.percentile(values, 95):.0f} ms, "
+              f"max {max(values):.0f} ms over {len(values)} searches, k={args.k}")
+
+
+if __name__ == "__main__":
+    main()
