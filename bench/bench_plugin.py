@@ -21,13 +21,13 @@ import numpy as np
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "qgis_plugin"))
 
-from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle  # noqa: E402
-from qgis.PyQt.QtCore import QCoreApplication  # noqa: E402
-from qgis.testing import start_app  # noqa: E402
-from qgis.testing.mocked import get_iface  # noqa: E402
+from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.testing import start_app
+from qgis.testing.mocked import get_iface
 
-import geosearch_qgis  # noqa: E402
-from geosearch_qgis.settings import Settings  # noqa: E402
+import geosearch_qgis
+from geosearch_qgis.settings import Settings
 
 UTM21S = QgsCoordinateReferenceSystem("EPSG:32621")
 DATA = (701985, -2807715, 740385, -2776995)  # the shipped Landsat 8 crop with no nodata (224077), in UTM 21S
