@@ -5,6 +5,7 @@ from typing import Callable
 
 from qgis.core import QgsVectorLayer
 from qgis.gui import QgsDockWidget, QgsMapCanvas
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QDate, QSize, Qt
 from qgis.PyQt.QtGui import QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
@@ -90,7 +91,7 @@ class MatchesDock(QgsDockWidget):
 
     def zoom_to(self, row: int) -> None:
         """Zoom the map to the match in `row` (in whatever CRS the project uses) and flash it."""
-        if self.layer is None or self.table.item(row, 0) is None:
+        if self.layer is None or sip.isdeleted(self.layer) or self.table.item(row, 0) is None:
             return
         feature_id = self.table.item(row, 0).data(Qt.UserRole)
         self.canvas.zoomToFeatureIds(self.layer, [feature_id])

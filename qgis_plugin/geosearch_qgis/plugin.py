@@ -5,6 +5,7 @@ from typing import Optional
 
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsRectangle
 from qgis.gui import QgisInterface, QgsMapToolExtent
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QFileDialog
@@ -108,8 +109,8 @@ class GeosearchPlugin:
             self.export_matches(path)
 
     def export_matches(self, path: str) -> bool:
-        if self.matches is None:
-            self.report("nothing to export yet: search first", Qgis.Warning)
+        if self.matches is None or sip.isdeleted(self.matches):  # the user may have removed the layer
+            self.report("no matches layer to export: search first", Qgis.Warning)
             return False
         ok, message = export_layer(self.matches, path)
         self.report(f"wrote {message}" if ok else message, Qgis.Success if ok else Qgis.Critical)

@@ -219,6 +219,10 @@ def test_export_writes_geojson(plugin, tmp_path):
     assert plugin.export_matches(str(tmp_path / "matches.gpkg"))
     assert not plugin.export_matches(str(tmp_path / "matches.nothing"))
     assert "no vector format" in plugin.dock.message.text()
+    QgsProject.instance().removeMapLayer(layer.id())  # the user removes the layer: export and zoom say so, no crash
+    assert not plugin.export_matches(str(tmp_path / "again.geojson"))
+    assert "no matches layer" in plugin.dock.message.text()
+    plugin.dock.zoom_to(0)
 
 
 def test_scene_footprints_and_server_status(plugin, server):
