@@ -113,7 +113,11 @@ def test_cli_train_and_evaluate(folders, tmp_path):
     assert json.loads((tmp_path / "eval.json").read_text())["queries"] == 32
     bad = run_geosearch("train", "--config", str(tmp_path / "missing.toml"))
     assert bad.returncode == 1 and "cannot read the training config" in bad.stderr
-    config.write_text(config.read_text().replace('loss = "rll"', 'loss = "hinge"'))
+    config.write_text(config.read_text() + "validation_fraction = 1.0\n")
+    no_training_images = run_geosearch("train", "--config", str(config))
+    assert no_training_images.returncode == 1 and "validation_fraction in [0, 1)" in no_training_images.stderr
+    config.write_text(config.read_text().replace("validation_fraction = 1.0\n", "").replace('loss = "rll"',
+                                                                                           'loss = "hinge"'))
     unknown = run_geosearch("train", "--config", str(config))
     assert unknown.returncode == 1 and "unknown loss 'hinge'" in unknown.stderr and "Traceback" not in unknown.stderr
     (tmp_path / "split.json").write_text(json.dumps({"train": [], "test": ["nowhere/0.png"]}))

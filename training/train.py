@@ -57,6 +57,16 @@ class TrainConfig:
     workers: int = 2
     half: bool = True  # store the checkpoint in float16
 
+    def __post_init__(self) -> None:
+        if not 0 < self.test_fraction < 1 or not 0 <= self.validation_fraction < 1:
+            raise GeosearchError(f"test_fraction must be in (0, 1) and validation_fraction in [0, 1), not "
+                                 f"{self.test_fraction} and {self.validation_fraction}")
+
+    @property
+    def evaluated_split(self) -> str:
+        """Which images the run is measured on."""
+        return "validation" if self.validation_fraction else "test"
+
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":
         try:
@@ -190,7 +200,7 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float], None] | None
     retrieval = evaluate_retrieval(vectors, labels)
     details = {"model": str(checkpoint), "loss": config.loss, "backbone": config.backbone, "seed": config.seed,
                "epochs": config.epochs, "dataset": str(config.dataset),
-               "evaluated on": f"{len(test_idx)} {'validation' if config.validation_fraction else 'test'} images"}
+               "evaluated on": f"{len(test_idx)} {config.evaluated_split} images"}
     json_path, md_path = report(retrieval, dataset.classes, f"{config.loss} on {Path(config.dataset).name}",
                                 details, out / "report")
     return TrainResult(checkpoint, retrieval, json_path, md_path, losses)

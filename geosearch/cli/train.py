@@ -28,9 +28,10 @@ def train(config_path: str, out: str | None, seed: int | None, device: str | Non
         task = progress.add_task(f"{config.loss} steps", total=None)
         result = run_training(config, lambda step, total, loss: progress.update(
             task, completed=step, total=total, description=f"{config.loss} loss {loss:.4f}"))
-    r, evaluated = result.retrieval, "validation" if config.validation_fraction else "test"
+    r = result.retrieval
     click.echo(f"{config.loss}: mAP {r.map:.4f}, P@5 {r.precision_at[5]:.4f}, P@10 {r.precision_at[10]:.4f} on "
-               f"{r.queries} {evaluated} images; wrote {result.checkpoint}, {result.report_json}, {result.report_md}")
+               f"{r.queries} {config.evaluated_split} images; wrote {result.checkpoint}, {result.report_json}, "
+               f"{result.report_md}")
 
 
 @cli.command()

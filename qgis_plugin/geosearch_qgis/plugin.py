@@ -3,7 +3,7 @@ serve` in a background task; the matches come back as layers and in the dock."""
 
 from typing import Optional
 
-from qgis.core import Qgis, QgsApplication, QgsProject, QgsRectangle
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRectangle, QgsVectorLayer
 from qgis.gui import QgisInterface, QgsMapToolExtent
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
@@ -27,7 +27,6 @@ class GeosearchPlugin:
         self.tasks: list = []  # running tasks, kept alive until they report
         self.searching: Optional[ServiceTask] = None
         self.matches = None  # the latest matches layer
-        self.query = None  # (box, CRS) of the latest search
         self.provider: Optional[Provider] = None
 
     # QGIS calls these.
@@ -82,12 +81,12 @@ class GeosearchPlugin:
         crs = self.canvas.mapSettings().destinationCrs()
         if self.searching is not None:
             self.searching.cancel()
-        self.query = (QgsRectangle(box), crs)
         self.dock.show()
         self.dock.message.setText("searching…")
-        body = self.settings.search_body(box, crs)
-        self.searching = ServiceTask("geosearch: find similar patches",
-                                     search_with_thumbnails(self.settings.client(), body), self._show_matches)
+        query = query_layer(box, crs)
+        work = search_with_thumbnails(self.settings.client(), self.settings.search_body(box, crs))
+        self.searching = ServiceTask("geosearch: find similar patches", work,
+                                     lambda task: self._show_matches(task, query))
         self._start(self.searching)
 
     def check_server(self) -> None:
@@ -134,13 +133,13 @@ class GeosearchPlugin:
             self.report(task.error, Qgis.Critical)
         return task.error is None
 
-    def _show_matches(self, task: ServiceTask) -> None:
+    def _show_matches(self, task: ServiceTask, query: QgsVectorLayer) -> None:
         if task is self.searching:
             self.searching = None
         if not self._finish(task):
             return
         project = QgsProject.instance()
-        replace_layer(query_layer(*self.query), project)
+        replace_layer(query, project)
         self.matches = replace_layer(matches_layer(task.value["matches"]), project)
         self.dock.show_matches(self.matches, task.value["thumbnails"])
         self.dock.message.setText(f"{self.matches.featureCount()} match(es) from {self.settings.url}")
