@@ -7,6 +7,14 @@ class GeosearchError(Exception):
     """A problem with the user's input or environment, stated so that they know what to do."""
 
 
+class ModelMismatch(GeosearchError):
+    """A collection holds the vectors of another model than the one this run uses."""
+
+    def __init__(self, message: str, stored_model_id: str):
+        super().__init__(message)
+        self.stored_model_id = stored_model_id
+
+
 class SceneError(GeosearchError):
     """A scene that cannot be tiled: the message names the file and the problem."""
 

@@ -24,7 +24,7 @@ from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 from rasterio.windows import Window, from_bounds
 
-from geosearch.encoder.default import open_model
+from geosearch.encoder.default import name_of, open_model
 from geosearch.encoder.device import resolve_device
 from geosearch.encoder.model import Encoder
 from geosearch.errors import GeosearchError
@@ -240,8 +240,10 @@ def encoder_for(archive: Archive, model_spec: str, device: str) -> tuple[Encoder
     """The encoder that made the archive's vectors: a query embedded by another model would mean nothing."""
     checkpoint = open_model(model_spec)
     if checkpoint.model_id != archive.model_id:
+        name = name_of(archive.model_id)
+        remedy = f"pass --model {name}" if name else "pass the checkpoint it was indexed with"
         raise GeosearchError(f"the archive ({archive.collection}) holds vectors of model {archive.model_id}; "
-                             f"--model {model_spec} is {checkpoint.model_id}: pass the checkpoint it was indexed with")
+                             f"--model {model_spec} is {checkpoint.model_id}: {remedy}")
     return checkpoint.encoder(), resolve_device(device)
 
 

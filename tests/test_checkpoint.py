@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from geosearch.encoder.checkpoint import FORMAT, Checkpoint, load_checkpoint, model_id_of, save_checkpoint
-from geosearch.encoder.default import default_checkpoint, open_model
 from geosearch.encoder.model import EncoderConfig
 from geosearch.encoder.pretrained import pretrained_encoder
 from geosearch.errors import GeosearchError
@@ -37,14 +36,6 @@ def test_model_id_is_a_content_hash(checkpoint):
     other_config = EncoderConfig("resnet18", embedding_dim=32, input_size=128)
     assert model_id_of(other_config, checkpoint.state_dict) != checkpoint.model_id
     assert checkpoint.model_id.startswith("resnet18-")
-
-
-def test_the_default_model_is_named_by_the_same_format():
-    first = default_checkpoint()
-    assert first.config.backbone == "efficientnet_lite0"
-    assert first.metadata["initial_weights"]["licence"] == "Apache-2.0"
-    encoder, _ = pretrained_encoder("efficientnet_lite0", "imagenet")
-    assert Checkpoint.of(encoder, {}).model_id == first.model_id == open_model("default").model_id
 
 
 def test_half_storage(tmp_path, checkpoint):

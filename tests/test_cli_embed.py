@@ -32,11 +32,11 @@ def test_embed_with_the_default_model(tmp_path):
     result = run_geosearch("embed", str(AERIAL_3857), "--out", str(out))
     assert result.returncode == 0, result.stderr
     model_id = default_checkpoint().model_id
-    assert result.stdout.startswith(f"model {model_id} (1280-d) on cpu (")
+    assert result.stdout.startswith(f"model {model_id} (512-d) on cpu (")
     assert "1 scene(s): 16 tiles embedded, 0 skipped" in result.stdout
     frame = gpd.read_parquet(out)
     vectors = np.stack(frame["embedding"].to_numpy())
-    assert vectors.shape == (16, 1280) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert vectors.shape == (16, 512) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert (frame["model_id"] == model_id).all() and frame.crs.to_epsg() == 4326
     assert frame["tile_id"].is_unique
 

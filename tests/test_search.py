@@ -249,6 +249,25 @@ def test_demo_indexes_searches_and_writes_both_files(tmp_path):
     assert again.returncode == 0 and gpd.read_file(tmp_path / "demo" / "matches.geojson").equals(matches)
 
 
+def test_a_store_of_the_earlier_default_model_is_named_and_kept(tmp_path):
+    """Before the trained model shipped, the default was what `pretrained` is now: the demo and index say so, and
+    neither touches what the store holds."""
+    from geosearch.encoder.default import pretrained_checkpoint
+
+    earlier = pretrained_checkpoint()
+    with open_backend(str(tmp_path / "demo" / "store")) as backend:
+        Archive.open(backend, "tiles", earlier.model_id, earlier.config.dim)
+    demo = run_geosearch("demo", "--out-dir", str(tmp_path / "demo"))
+    assert demo.returncode == 1 and demo.stderr.count("\n") == 1
+    assert f"holds vectors of model {earlier.model_id}, not of the default" in demo.stderr
+    assert f"remove {tmp_path / 'demo'} or pass another --out-dir" in demo.stderr
+    index = run_geosearch("index", str(AERIAL_3857), "--store", str(tmp_path / "demo" / "store"))
+    assert index.returncode == 1 and "use that model, or another --collection (--model pretrained)" in index.stderr
+    with open_backend(str(tmp_path / "demo" / "store")) as backend:
+        kept = Archive.open(backend, "tiles")
+        assert kept.model_id == earlier.model_id and kept.tile_count() == 0
+
+
 def test_hits_frame_keeps_its_schema_when_empty(archive):
     query = tile_query(archive, next(archive.tiles(archive.find_scenes(str(AERIAL_3857))[0]["scene_id"]))[0])
     frame = hits_frame([], query)
@@ -279,7 +298,8 @@ def test_a_query_from_another_model_is_refused(archive, tmp_path):
 
     encoder, initial = pretrained_encoder("resnet18", None, embedding_dim=32, input_size=64)
     other = save_checkpoint(Checkpoint.of(encoder, {"initial_weights": initial}), tmp_path / "other.pt")
-    with pytest.raises(GeosearchError, match=f"holds vectors of model {archive.model_id}; --model .* is resnet18"):
+    with pytest.raises(GeosearchError, match=f"holds vectors of model {archive.model_id}; --model .* is resnet18-"
+                                             r"\w+: pass --model default$"):
         build_query(archive, bbox=(-54.83, -25.22, -54.78, -25.17),
                     encoder=lambda: encoder_for(archive, str(other), "cpu"))
 

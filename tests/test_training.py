@@ -1,6 +1,7 @@
 """One-batch smoke training per loss on a tiny class-folder set cut from the shipped scenes (all CI trains),
 resuming, the labelled-polygon dataset, and `geosearch train` / `geosearch evaluate`."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 from conftest import run_geosearch
 from geosearch.data import AERIAL_3857, LANDSAT7_RGB, LANDSAT8_224077, LANDSAT8_224078
 from geosearch.encoder.checkpoint import load_checkpoint
+from geosearch.errors import GeosearchError
 from geosearch.tiling import TilingOptions, plan_grid
 from training.baselines import ALL_LOSSES
 from training.datasets import ClassFolders, PolygonTiles, stratified_split
@@ -37,10 +39,12 @@ def folders(tmp_path_factory):
     return root
 
 
+TINY = {"embedding_dim": 16, "input_size": 64, "classes_per_batch": 4, "per_class": 3, "batches_per_epoch": 1,
+        "lr_backbone": 1e-3, "lr_head": 1e-2, "warmup_epochs": 0}
+
+
 def _config(folders, out, loss: str, **changes) -> TrainConfig:
-    settings = {"backbone": "resnet18", "weights": None, "embedding_dim": 16, "input_size": 64, "classes_per_batch": 4,
-                "per_class": 3, "epochs": 1, "batches_per_epoch": 1, "lr_backbone": 1e-3, "lr_head": 1e-2,
-                "warmup_epochs": 0, "workers": 0}
+    settings = {"backbone": "resnet18", "weights": None, "epochs": 1, "workers": 0, **TINY}
     return TrainConfig(dataset=str(folders), out=str(out), loss=loss, **settings | changes)
 
 
@@ -74,8 +78,35 @@ def test_split_is_stratified_and_fixed():
     assert np.array_equal(stratified_split(labels, 0.5, seed=0)[1], test_idx)
 
 
-def test_polygon_tiles_take_their_class_from_the_polygon(tmp_path):
-    """Two polygons over the aerial scene: its tiles are labelled by the polygon holding most of them."""
+def test_the_experiment_ships_its_best_run_with_a_card(folders, tmp_path):
+    """finetune writes a results row per run; ship makes the best SRL run (by mAP) the default, card and all."""
+    from training.experiment import finetune, table
+    from training.results import read_rows
+    from training.ship import ship
+
+    out = tmp_path / "runs"
+    out.mkdir()
+    finetune(str(folders), out, "resnet18", "none", ["srl", "rll"], [0, 1], 1, 0, "cpu", **TINY)
+    rows = read_rows(out)
+    assert [(r["loss"], r["seed"]) for r in rows] == [("srl", 0), ("rll", 0), ("srl", 1), ("rll", 1)]
+    finetune(str(folders), out, "resnet18", "none", ["srl"], [0], 1, 0, "cpu", **TINY)  # done: skipped
+    assert len(read_rows(out)) == 4 and "| resnet18:none | srl | 1 | 2 |" in table(out)
+    path = ship(rows, "srl", tmp_path / "models")
+    best = max((r for r in rows if r["loss"] == "srl"), key=lambda r: r["map"])
+    shipped = load_checkpoint(path)
+    assert shipped.model_id == load_checkpoint(best["checkpoint"]).model_id  # metadata is not in the id
+    assert shipped.metadata["evaluation"]["map"] == best["map"] and "research" in shipped.metadata["data"]["terms"]
+    card = (tmp_path / "models" / "MODEL_CARD.md").read_text()
+    assert shipped.model_id in card
+    assert f"| **this model** (srl, seed {best['seed']}) | 1 | {100 * best['map']:.2f} |" in card
+    assert "| srl, every seed run | 2 |" in card and "| rll | 2 |" in card
+    with pytest.raises(SystemExit, match="no finished lrml run"):
+        ship(rows, "lrml", tmp_path / "models")
+
+
+@pytest.fixture
+def aerial_polygons(tmp_path):
+    """Two polygons over the aerial scene, splitting its 128 px tiles into a west and an east half."""
     import geopandas as gpd
 
     tiling = TilingOptions(tile_size=128)
@@ -85,11 +116,50 @@ def test_polygon_tiles_take_their_class_from_the_polygon(tmp_path):
     east = shapely.union_all(grid.footprints.wgs84[grid.offsets[:, 1] >= 512])
     polygons = tmp_path / "labels.gpkg"
     gpd.GeoDataFrame({"land": ["fields", "town"]}, geometry=[west, east], crs=4326).to_file(polygons)
+    return polygons, tiling, grid
+
+
+def test_polygon_tiles_take_their_class_from_the_polygon(aerial_polygons):
+    polygons, tiling, grid = aerial_polygons
     data = PolygonTiles(polygons, [str(AERIAL_3857)], "land", tiling)
     assert data.classes == ["fields", "town"] and len(data) == len(grid)
     assert sorted(np.bincount(data.labels).tolist()) == [len(grid) // 2] * 2
+    assert data.names[0] == f"{AERIAL_3857}:{grid.offsets[0][0]},{grid.offsets[0][1]}"
     image, label = data[0]
     assert image.shape == (3, 128, 128) and image.dtype == torch.uint8 and label in (0, 1)
+
+
+def test_training_on_polygons_over_the_users_scenes(aerial_polygons, tmp_path):
+    """`scenes` in the config: the polygons label the tiles that the engine's tiling cuts from them."""
+    polygons, _, grid = aerial_polygons
+    config = _config(polygons, tmp_path / "run", "rll", scenes=[str(AERIAL_3857)], class_field="land",
+                     tile_size=128, classes_per_batch=2, per_class=4)
+    result = train(config)
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert len(split["train"]) + len(split["test"]) == len(grid) and split["test"][0].startswith(str(AERIAL_3857))
+    assert result.retrieval.queries == len(split["test"]) and load_checkpoint(result.checkpoint).config.dim == 16
+    with pytest.raises(GeosearchError, match="no field 'class'"):
+        train(dataclasses.replace(config, class_field="class"))
+
+
+def test_training_refuses_unusable_polygon_files(aerial_polygons, tmp_path):
+    """Each in one line through `geosearch train`: unreadable, without a CRS, without any area."""
+    import geopandas as gpd
+
+    polygons, _, _ = aerial_polygons
+    frame = gpd.read_file(polygons)
+    with pytest.warns(UserWarning, match="'crs' was not provided"):
+        frame.set_crs(None, allow_override=True).to_file(tmp_path / "no_crs.shp")  # no .prj beside it
+    frame.assign(geometry=frame.geometry.representative_point()).to_file(tmp_path / "points.gpkg")
+    (tmp_path / "broken.gpkg").write_text("not a GeoPackage")
+    for name, problem in [("broken.gpkg", "cannot be read as vector data"), ("no_crs.shp", "needs polygons with "
+                          "a CRS"), ("points.gpkg", "has no polygon with an area")]:
+        config = tmp_path / "run.toml"
+        config.write_text(f'dataset = "{tmp_path / name}"\nscenes = ["{AERIAL_3857}"]\nclass_field = "land"\n'
+                          f'out = "{tmp_path / "run"}"\n')
+        result = run_geosearch("train", "--config", str(config))
+        assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert f"{tmp_path / name}: {problem}" in result.stderr
 
 
 def test_class_folders_read_as_uint8(folders):

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from geosearch.errors import GeosearchError
 from training.metrics import evaluate_retrieval
 from training.samplers import PKSampler
 
@@ -27,7 +28,7 @@ def test_pk_batches_hold_p_classes_of_k_distinct_images():
     assert list(PKSampler(labels, 4, 6, seed=1)) == batches  # reproducible
     sampler.set_epoch(1)
     assert list(sampler) != batches
-    with pytest.raises(ValueError, match="7 classes per batch, but the data has 6"):
+    with pytest.raises(GeosearchError, match=r"7 classes per batch, but the data has 6 \(lower classes_per_batch\)"):
         PKSampler(labels, 7, 2)
 
 
@@ -61,10 +62,15 @@ def test_chunked_metrics_match_a_plain_computation():
     small, big = evaluate_retrieval(x, y, chunk=7), evaluate_retrieval(x, y, chunk=1000)
     assert small.map == pytest.approx(big.map) and small.precision_at == pytest.approx(big.precision_at)
     s = (x @ x.T).numpy()
-    aps = []
+    aps, traps = [], []
     for i in range(len(x)):
         order = [j for j in np.argsort(-s[i], kind="stable") if j != i]
         rel = (y.numpy()[order] == y.numpy()[i]).astype(float)
-        hits = np.cumsum(rel)
-        aps.append((rel * hits / np.arange(1, len(rel) + 1)).sum() / rel.sum())
+        hits, ranks = np.cumsum(rel), np.arange(len(rel))
+        aps.append((rel * hits / (ranks + 1)).sum() / rel.sum())
+        before = np.where(ranks > 0, (hits - 1) / np.maximum(ranks, 1), 1.0)
+        traps.append((rel * (before + hits / (ranks + 1)) / 2).sum() / rel.sum())
     assert small.map == pytest.approx(float(np.mean(aps)), rel=1e-6)
+    assert small.map_trapz == pytest.approx(float(np.mean(traps)), rel=1e-6)
+    lonely = evaluate_retrieval(on_circle(0), [2], on_circle(10, 20), [0, 1])  # nothing relevant: AP 0
+    assert lonely.map == 0 and lonely.map_trapz == 0

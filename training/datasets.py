@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import geopandas as gpd
 import numpy as np
 import shapely
 import torch
@@ -15,6 +14,7 @@ from torch.utils.data import Dataset
 
 from geosearch.errors import GeosearchError
 from geosearch.tiling import TilingOptions, plan_grid, read_tile
+from geosearch.vectors import read_polygons
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -25,6 +25,7 @@ class LabelledImages(Dataset):
 
     classes: list[str]
     labels: np.ndarray
+    names: list[str]  # one per item, stable across runs: what a split file lists
 
     def __init__(self, transform: Transform | None = None):
         self.transform = transform
@@ -52,6 +53,7 @@ class ClassFolders(LabelledImages):
         if not self.files:
             raise GeosearchError(f"{root}: no images in class folders (root/CLASS/image.jpg)")
         self.labels = np.array([self.classes.index(f.parent.name) for f in self.files])
+        self.names = [str(f.relative_to(root)) for f in self.files]
 
     def pixels(self, index: int) -> np.ndarray:
         with Image.open(self.files[index]) as image:
@@ -74,10 +76,9 @@ class PolygonTiles(LabelledImages):
                  tiling: TilingOptions | None = None, overlap: float = 0.5, transform: Transform | None = None):
         super().__init__(transform)
         tiling = tiling or TilingOptions()
-        frame = gpd.read_file(polygons)
+        frame = read_polygons(polygons, str(polygons))
         if class_field not in frame.columns:
             raise GeosearchError(f"{polygons}: no field {class_field!r} (fields: {', '.join(frame.columns[:-1])})")
-        frame = frame.to_crs(4326)
         self.classes = sorted(str(c) for c in frame[class_field].unique())
         self.tiling = tiling
         self.tiles: list[LabelledTile] = []
@@ -98,6 +99,7 @@ class PolygonTiles(LabelledImages):
         if not self.tiles:
             raise GeosearchError(f"{polygons}: no tile of the scenes lies {overlap:.0%} inside a polygon")
         self.labels = np.array([t.label for t in self.tiles])
+        self.names = [f"{t.scene}:{t.row},{t.col}" for t in self.tiles]
 
     def pixels(self, index: int) -> np.ndarray:
         tile = self.tiles[index]

@@ -7,6 +7,7 @@ the rest of the test set. Results land in OUT/results.jsonl (one line per run) a
         --backbone efficientnet_lite0 --losses srl rll dcl lrml contrastive triplet lifted multi_similarity \\
         --seeds 0 1 2 --epochs 3
     python -m training.experiment table --out runs/rsscn7
+    python -m training.experiment ship --out runs/rsscn7 --loss srl
 """
 
 import argparse
@@ -22,16 +23,16 @@ from training.baselines import ALL_LOSSES
 from training.datasets import ClassFolders, stratified_split
 from training.evaluate import embed_dataset
 from training.metrics import evaluate_retrieval
+from training.results import COLUMNS, append_row, mean_std, read_rows
+from training.ship import ship
 from training.train import TrainConfig, train
 
 PRETRAINED = (("efficientnet_lite0", "imagenet"), ("efficientnet_lite2", "imagenet"),
               ("resnet18_aerial", "geoembed-v3"))
-COLUMNS = ("map", "p@5", "p@10", "p@50", "p@100")
 
 
 def _record(out: Path, row: dict) -> None:
-    with (out / "results.jsonl").open("a") as results:
-        results.write(json.dumps(row) + "\n")
+    append_row(out, row)
     print(json.dumps({k: row[k] for k in ("stage", "model", "loss", "seed", "map", "p@10", "seconds") if k in row}),
           flush=True)
 
@@ -57,10 +58,7 @@ def finetune(dataset_root: str, out: Path, backbone: str, weights: str, losses: 
              epochs: int, workers: int, device: str, loss_options: dict | None = None, **settings) -> None:
     """Seed by seed, every loss; runs already in the results are skipped, an interrupted one resumes.
     `loss_options` go to every loss given (meant for one loss at a time, e.g. SRL's positive weight)."""
-    done = set()
-    if (out / "results.jsonl").exists():
-        rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-        done = {(r["model"], r["loss"], r["seed"], r.get("epochs")) for r in rows}
+    done = {(r["model"], r["loss"], r["seed"], r.get("epochs")) for r in read_rows(out)}
     model, options = f"{backbone}:{weights}", loss_options or {}
     for seed in seeds:
         for loss in losses:
@@ -79,18 +77,14 @@ def finetune(dataset_root: str, out: Path, backbone: str, weights: str, losses: 
 
 def table(out: Path) -> str:
     """Mean ± std over seeds per (model, loss, epochs), in the SRL paper's columns (percent)."""
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     groups: dict[tuple[str, str, int], list[dict]] = {}
-    for row in rows:
+    for row in read_rows(out):
         groups.setdefault((row["model"], row["loss"], row.get("epochs", 0)), []).append(row)
     lines = ["| model | loss | epochs | runs | " + " | ".join(c.replace("map", "mAP").replace("p@", "P@")
                                                          for c in COLUMNS) + " | time per run |",
              "|---|---|---|---|" + "---|" * len(COLUMNS) + "---|"]
     for (model, loss, epochs), runs in groups.items():
-        cells = []
-        for column in COLUMNS:
-            values = 100 * np.array([r[column] for r in runs])
-            cells.append(f"{values.mean():.2f}" + (f" ± {values.std(ddof=1):.2f}" if len(values) > 1 else ""))
+        cells = [mean_std(runs, column) for column in COLUMNS]
         seconds = np.mean([r["seconds"] for r in runs])
         lines.append(f"| {model} | {loss} | {epochs} | {len(runs)} | " + " | ".join(cells) +
                      f" | {seconds / 60:.1f} min |")
@@ -101,11 +95,12 @@ def table(out: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["pretrained", "finetune", "table"])
+    parser.add_argument("stage", choices=["pretrained", "finetune", "table", "ship"])
     parser.add_argument("--dataset", default="../shared/data/rsscn7")
     parser.add_argument("--out", default="runs/rsscn7")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--weights", default="imagenet")
+    parser.add_argument("--loss", default="srl", help="ship: the loss whose best run becomes the default model")
     parser.add_argument("--losses", nargs="+", default=list(ALL_LOSSES), choices=ALL_LOSSES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=3)
@@ -126,6 +121,9 @@ def main() -> None:
         finetune(args.dataset, out, args.backbone, args.weights, args.losses, args.seeds, args.epochs, args.workers,
                  args.device, loss_options=args.loss_options, input_size=args.input_size,
                  lr_backbone=args.lr_backbone, lr_head=args.lr_head, validation_fraction=args.validation)
+    elif args.stage == "ship":
+        print(f"wrote {ship(read_rows(out), args.loss)}")
+        return
     print(table(out))
 
 

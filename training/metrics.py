@@ -32,15 +32,17 @@ class Retrieval:
 
 
 def _average_precision(relevant: torch.Tensor, total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q, n) bool ranked relevance and each query's number of relevant items → AP and trapezoidal AP."""
-    ranks = torch.arange(1, relevant.shape[1] + 1, device=relevant.device, dtype=torch.float64)
-    hits = relevant.cumsum(dim=1, dtype=torch.float64)
-    precision = torch.where(relevant, hits / ranks, 0)
-    ap = precision.sum(dim=1) / total.clamp_min(1)
-    # cirtorch: for the j-th relevant item (0-based) at 0-based rank r, (j / r + (j + 1) / (r + 1)) / 2 per step.
-    j, r = hits - 1, ranks - 1
-    before = torch.where(r > 0, j / r.clamp_min(1), torch.ones_like(r))
-    trapz = torch.where(relevant, (before + (j + 1) / (r + 1)) / 2, 0).sum(dim=1) / total.clamp_min(1)
+    """(q, n) bool ranked relevance and each query's number of relevant items → AP and trapezoidal AP.
+    Only the relevant positions are visited: the j-th relevant item (0-based) of a row, at 0-based rank r,
+    adds (j + 1) / (r + 1) to AP, and cirtorch's trapezoid (j / r + (j + 1) / (r + 1)) / 2 (1 for j / r at r = 0)."""
+    rows, r = relevant.nonzero(as_tuple=True)  # row-major: ranks ascend within a row
+    r = r.double()
+    j = torch.arange(len(rows), dtype=torch.float64, device=r.device) - (total.cumsum(0) - total).double()[rows]
+    at = (j + 1) / (r + 1)
+    before = torch.where(r > 0, j / r.clamp_min(1), 1.0)
+    count = total.clamp_min(1).double()
+    ap = torch.zeros(len(total), dtype=torch.float64, device=r.device).index_add_(0, rows, at) / count
+    trapz = torch.zeros(len(total), dtype=torch.float64, device=r.device).index_add_(0, rows, (before + at) / 2) / count
     return ap, trapz
 
 

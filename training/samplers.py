@@ -5,6 +5,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from geosearch.errors import GeosearchError
+
 
 class PKSampler(Sampler[list[int]]):
     """Batches of `classes` distinct classes with `per_class` images each, drawn without replacement within an
@@ -15,9 +17,10 @@ class PKSampler(Sampler[list[int]]):
         self.labels = np.asarray(labels)
         self.by_class = {int(c): np.flatnonzero(self.labels == c) for c in np.unique(self.labels)}
         if classes > len(self.by_class):
-            raise ValueError(f"{classes} classes per batch, but the data has {len(self.by_class)}")
+            raise GeosearchError(f"{classes} classes per batch, but the data has {len(self.by_class)} "
+                                 "(lower classes_per_batch)")
         if per_class < 2:
-            raise ValueError("per_class must be at least 2, or queries have no positives")
+            raise GeosearchError("per_class must be at least 2, or queries have no positives")
         self.classes, self.per_class, self.seed, self.epoch = classes, per_class, seed, 0
 
     def __len__(self) -> int:

@@ -19,9 +19,10 @@ from geosearch.encoder.device import resolve_device
 from geosearch.encoder.model import Encoder
 from geosearch.encoder.pretrained import pretrained_encoder
 from geosearch.errors import GeosearchError
+from geosearch.tiling import DEFAULT_TILE_SIZE, TilingOptions
 from training.augment import train_transform
 from training.baselines import make_loss
-from training.datasets import ClassFolders, save_split, stratified_split
+from training.datasets import ClassFolders, LabelledImages, PolygonTiles, save_split, stratified_split
 from training.evaluate import embed_dataset, report
 from training.metrics import Retrieval, evaluate_retrieval
 from training.samplers import PKSampler
@@ -31,7 +32,7 @@ from training.samplers import PKSampler
 class TrainConfig:
     """Everything that defines a run. Learning rates and schedule follow spec §6 by default."""
 
-    dataset: str  # a folder of class folders
+    dataset: str  # a folder of class folders, or with `scenes` a polygon file (GeoPackage, GeoJSON)
     out: str  # the run's folder: split, resumable state, checkpoint, report
     backbone: str = "efficientnet_lite0"
     weights: str | None = "imagenet"  # named weights, a state dict file, or None / "none" (random)
@@ -56,6 +57,10 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 2
     half: bool = True  # store the checkpoint in float16
+    scenes: list[str] = field(default_factory=list)  # train on these scenes' tiles, labelled by `dataset`'s polygons
+    class_field: str = "class"  # the polygons' label field
+    tile_size: int = DEFAULT_TILE_SIZE  # the tiling to learn from: the one the archive is indexed with
+    gsd: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.test_fraction < 1 or not 0 <= self.validation_fraction < 1:
@@ -85,6 +90,14 @@ class TrainConfig:
         """What a saved state must match to be resumed (everything but where it runs)."""
         relevant = {k: v for k, v in asdict(self).items() if k not in ("device", "workers", "out")}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_dataset(config: TrainConfig) -> LabelledImages:
+    """Class folders, or the tiles of the user's scenes labelled by polygons."""
+    if config.scenes:
+        return PolygonTiles(config.dataset, config.scenes, config.class_field,
+                            TilingOptions(tile_size=config.tile_size, gsd=config.gsd))
+    return ClassFolders(config.dataset)
 
 
 def _initial_encoder(config: TrainConfig) -> tuple[Encoder, dict]:
@@ -131,13 +144,13 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float], None] | None
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    dataset = ClassFolders(config.dataset)
+    dataset = load_dataset(config)
     train_idx, test_idx = stratified_split(dataset.labels, config.test_fraction, config.split_seed)
     if config.validation_fraction:  # tune without looking at the test split
         train_part, validation_part = stratified_split(dataset.labels[train_idx], config.validation_fraction,
                                                        config.split_seed)
         train_idx, test_idx = train_idx[train_part], train_idx[validation_part]
-    save_split(out / "split.json", train_idx, test_idx, [str(f.relative_to(config.dataset)) for f in dataset.files])
+    save_split(out / "split.json", train_idx, test_idx, dataset.names)
 
     encoder, initial_weights = _initial_encoder(config)
     encoder = encoder.to(device).train()

@@ -1,5 +1,6 @@
 """`geosearch demo`: the whole product on the scenes shipped with it, in one command."""
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
@@ -11,7 +12,7 @@ from geosearch.cli.search import answer, print_hits
 from geosearch.data import shipped_scenes
 from geosearch.encoder.default import open_model
 from geosearch.encoder.device import resolve_device
-from geosearch.errors import GeosearchError
+from geosearch.errors import GeosearchError, ModelMismatch
 from geosearch.query import Box, covering_scenes, scene_query
 from geosearch.search import Filters
 from geosearch.tiling import TilingOptions
@@ -31,8 +32,14 @@ def demo(out_dir: str, k: int) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     checkpoint, device = open_model("default"), resolve_device("auto")
     box = Box.parse(DEMO_BOX)
-    with open_archive(str(directory / "store"), None, None, "tiles", checkpoint.model_id,
-                      checkpoint.config.dim) as archive:
+    with ExitStack() as stack:
+        try:
+            archive = stack.enter_context(open_archive(str(directory / "store"), None, None, "tiles",
+                                                       checkpoint.model_id, checkpoint.config.dim))
+        except ModelMismatch as error:  # made by an earlier version's default model: the demo does not delete it
+            raise GeosearchError(f"{directory / 'store'} holds vectors of model {error.stored_model_id}, not of "
+                                 f"the default {checkpoint.model_id}: remove {directory} or pass another --out-dir"
+                                 ) from None
         summary, failures = index_into(archive, [str(p) for p in shipped_scenes()], TilingOptions(), checkpoint,
                                        device, show=True)
         if failures:

@@ -9,7 +9,7 @@ from geosearch.bands import parse_bands
 from geosearch.cli.main import log, print_error
 from geosearch.embed import DEFAULT_BATCH_SIZE, PlannedScene, plan_scenes
 from geosearch.encoder.device import DEVICES
-from geosearch.errors import GeosearchError, SceneError
+from geosearch.errors import GeosearchError, ModelMismatch, SceneError
 from geosearch.grid import EdgeMode
 from geosearch.scene import find_scenes
 from geosearch.store import open_backend
@@ -82,7 +82,7 @@ def model_options(command: Callable) -> Callable:
     """The options that say which model embeds, and where."""
     options = [
         click.option("--model", "model_spec", default="default", show_default=True, envvar="GEOSEARCH_MODEL",
-                     help="A checkpoint file, or 'default'."),
+                     help="A checkpoint file, 'default' (the shipped SRL model) or 'pretrained' (its ImageNet start)."),
         click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                      envvar="GEOSEARCH_DEVICE", help="Where to run the encoder; auto takes CUDA when present."),
         click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True),
@@ -115,7 +115,14 @@ def store_options(command: Callable) -> Callable:
 def open_archive(store: str | None, qdrant_url: str | None, api_key: str | None, collection: str,
              model_id: str | None = None, dim: int | None = None) -> Iterator[Archive]:
     with open_backend(store, qdrant_url, api_key) as backend:
-        yield Archive.open(backend, collection, model_id, dim)
+        try:
+            archive = Archive.open(backend, collection, model_id, dim)
+        except ModelMismatch as error:
+            from geosearch.encoder.default import name_of  # loads models: only on this path
+
+            name = name_of(error.stored_model_id)
+            raise ModelMismatch(f"{error} (--model {name})" if name else str(error), error.stored_model_id) from None
+        yield archive
 
 
 def plan_all(paths: list[str], options: TilingOptions) -> tuple[list[PlannedScene], list[SceneError]]:

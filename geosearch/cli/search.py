@@ -16,21 +16,13 @@ from geosearch.query import Box, Query, build_query, encoder_for
 from geosearch.search import Filters, Result, hits_frame
 from geosearch.search import search as search_archive
 from geosearch.store.archive import Archive
+from geosearch.vectors import read_polygons
 
 
 def _within(value: str) -> shapely.Geometry:
     """A lon/lat box 'MINLON,MINLAT,MAXLON,MAXLAT', or a vector file of polygons in any CRS."""
     if Path(value).exists():
-        try:
-            frame = gpd.read_file(value)
-        except Exception as error:  # pyogrio raises its own errors for every kind of unreadable file
-            raise GeosearchError(f"--within {value}: cannot be read as vector data: {error}") from None
-        if frame.crs is None or frame.empty:
-            raise GeosearchError(f"--within {value}: needs polygons with a CRS")
-        region = frame.to_crs(4326).union_all()
-        if region.area == 0:
-            raise GeosearchError(f"--within {value}: has no polygon with an area")
-        return region
+        return read_polygons(value, f"--within {value}").union_all()
     try:
         bounds = [float(v) for v in value.split(",")]
     except ValueError:
@@ -69,7 +61,7 @@ def print_hits(hits: list[Result]) -> None:
 @click.option("--quicklook", type=click.Path(dir_okay=False), help="Write a PNG of the query and the best matches.")
 @click.option("--json", "as_json", is_flag=True, help="Print the matches as a GeoJSON FeatureCollection.")
 @click.option("--model", "model_spec", default="default", show_default=True, envvar="GEOSEARCH_MODEL",
-              help="The checkpoint the archive was indexed with, or 'default'.")
+              help="The checkpoint the archive was indexed with: a file, 'default' or 'pretrained'.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, envvar="GEOSEARCH_DEVICE")
 @store_options
 def search(bbox: tuple | None, crs: str, tile: str | None, image: str | None, query_scene: str | None,

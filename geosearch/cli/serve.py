@@ -27,7 +27,8 @@ def _is_loopback(host: str) -> bool:
 @click.option("--token", envvar="GEOSEARCH_TOKEN", help="Required as 'Authorization: Bearer TOKEN' on every request.")
 @click.option("--root", "roots", multiple=True, type=click.Path(file_okay=False, exists=True),
               help="An archive root: POST /index takes files under it only. Repeatable.")
-@click.option("--model", "model_spec", default="default", show_default=True, envvar="GEOSEARCH_MODEL")
+@click.option("--model", "model_spec", default="default", show_default=True, envvar="GEOSEARCH_MODEL",
+              help="A checkpoint file, 'default' or 'pretrained'.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, envvar="GEOSEARCH_DEVICE")
 @store_options
 def serve(host: str, port: int, token: str | None, roots: tuple[str, ...], model_spec: str, device: str,

@@ -53,7 +53,7 @@ def evaluate(model_spec: str, dataset: str, split: str | None, out: str, device:
     data = ClassFolders(dataset)
     indices = None
     if split:
-        names = {str(f.relative_to(dataset)): i for i, f in enumerate(data.files)}
+        names = {name: i for i, name in enumerate(data.names)}
         try:
             test = json.loads(Path(split).read_text())["test"]
         except (json.JSONDecodeError, KeyError, TypeError):

@@ -1,21 +1,38 @@
-"""The default model. Until a trained one ships, it is the pretrained initialisation that retrieves best on
-RSSCN7 (bench/pretrained_rsscn7.py; BENCHMARKS.md), built the same way every time, so its model id is stable."""
+"""The models a name stands for: `default`, the SRL model shipped in the package (data/models/MODEL_CARD.md),
+and `pretrained`, the ImageNet initialisation it was trained from (Apache-2.0 weights only, no research-use data)."""
 
 from functools import cache
+from importlib.resources import files
 
 from geosearch.encoder.checkpoint import Checkpoint, load_checkpoint
 from geosearch.encoder.pretrained import pretrained_encoder
 
-DEFAULT_INIT = ("efficientnet_lite0", "imagenet")
+DEFAULT_FILE = files("geosearch") / "data" / "models" / "default.pt"
+PRETRAINED_INIT = ("efficientnet_lite0", "imagenet")
 
 
 @cache
 def default_checkpoint() -> Checkpoint:
-    encoder, initial_weights = pretrained_encoder(*DEFAULT_INIT)
+    return load_checkpoint(str(DEFAULT_FILE))
+
+
+@cache
+def pretrained_checkpoint() -> Checkpoint:
+    """Built the same way every time, so its model id is stable."""
+    encoder, initial_weights = pretrained_encoder(*PRETRAINED_INIT)
     return Checkpoint.of(encoder, {"initial_weights": initial_weights, "training": None,
-                                   "notes": "pretrained initialisation, not fine-tuned (geosearch's default)"})
+                                   "notes": "pretrained initialisation, not fine-tuned"})
+
+
+NAMED = {"default": default_checkpoint, "pretrained": pretrained_checkpoint}
 
 
 def open_model(spec: str) -> Checkpoint:
-    """`default`, or the path of a checkpoint file."""
-    return default_checkpoint() if spec == "default" else load_checkpoint(spec)
+    """`default`, `pretrained`, or the path of a checkpoint file."""
+    return NAMED[spec]() if spec in NAMED else load_checkpoint(spec)
+
+
+def name_of(model_id: str) -> str | None:
+    """The name that stands for `model_id`, if one does: an archive indexed before the default changed was made
+    by what is now `pretrained`."""
+    return next((name for name, checkpoint in NAMED.items() if checkpoint().model_id == model_id), None)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geosearch.errors import GeosearchError
+from geosearch.errors import GeosearchError, ModelMismatch
 from geosearch.store.backend import Backend
 from geosearch.store.filters import HasId, Match, where
 
@@ -49,9 +49,9 @@ class Archive:
         meta = backend.payloads(records, [meta_id]).get(meta_id) if has_records else None
         if meta is not None:
             if model_id is not None and meta["model_id"] != model_id:
-                raise GeosearchError(
+                raise ModelMismatch(
                     f"collection {collection!r} in {backend.location} holds vectors of model {meta['model_id']}; "
-                    f"this run uses {model_id}: use that model, or another --collection"
+                    f"this run uses {model_id}: use that model, or another --collection", meta["model_id"]
                 )
             return cls(backend, collection, meta["model_id"], meta["dim"])
         if has_tiles and backend.count(collection) > 0:
