@@ -2,12 +2,17 @@
 SSL and network settings apply). Blocking calls, meant for QgsTask and Processing threads."""
 
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Optional
 from urllib.parse import quote
 
-from qgis.core import QgsBlockingNetworkRequest, QgsFeedback
-from qgis.PyQt.QtCore import QUrl
+from qgis.core import QgsBlockingNetworkRequest, QgsFeedback, QgsNetworkAccessManager
+from qgis.PyQt.QtCore import QTimer, QUrl
 from qgis.PyQt.QtNetwork import QNetworkRequest
+
+CANCEL_POLL_MS = 50  # how soon a cancelled task's request is aborted
 
 
 class ServiceError(Exception):
@@ -42,22 +47,48 @@ class Client:
         if self.token:
             request.setRawHeader(b"Authorization", f"Bearer {self.token}".encode())
         blocking = QgsBlockingNetworkRequest()
-        if method == "POST":
-            request.setHeader(QNetworkRequest.ContentTypeHeader, "application/json")
-            code = blocking.post(request, json.dumps(body).encode(), True, feedback)
-        else:
-            code = blocking.get(request, True, feedback)
+        with cancelled_from_within(feedback) as cancel:
+            if method == "POST":
+                request.setHeader(QNetworkRequest.ContentTypeHeader, "application/json")
+                code = blocking.post(request, json.dumps(body).encode(), True, cancel)
+            else:
+                code = blocking.get(request, True, cancel)
         reply = blocking.reply()
         if feedback is not None and feedback.isCanceled():
             raise ServiceError("cancelled")
-        if code == QgsBlockingNetworkRequest.NoError:
-            return bytes(reply.content())
         status = reply.attribute(QNetworkRequest.HttpStatusCodeAttribute)
+        if code == QgsBlockingNetworkRequest.NoError and status:
+            return bytes(reply.content())
         if status:  # the server answered: say what it said
             try:
                 message = json.loads(bytes(reply.content()))["error"]
             except (ValueError, KeyError, TypeError):
                 message = blocking.errorMessage()
             raise ServiceError(f"geosearch serve answered {status}: {message}")
+        if code in (QgsBlockingNetworkRequest.NoError, QgsBlockingNetworkRequest.TimeoutError):  # aborted, unanswered
+            raise ServiceError(f"geosearch serve at {self.url} did not answer within "
+                               f"{QgsNetworkAccessManager.timeout() / 1000:g} s (QGIS's network timeout: Settings > "
+                               "Options > Network)")
         raise ServiceError(f"cannot reach geosearch serve at {self.url} ({blocking.errorMessage()}); "
                            "is it running? Start it with `geosearch serve`")
+
+
+@contextmanager
+def cancelled_from_within(feedback: Optional[QgsFeedback]) -> Iterator[Optional[QgsFeedback]]:
+    """A feedback for QgsBlockingNetworkRequest, cancelled when `feedback` is, but only from inside the request's
+    wait. In QGIS 3.22 a cancel that lands while the request is being sent deletes its reply unfinished: the call
+    never returns, and QGIS cannot quit, as its task manager waits for every task. A timer of this thread fires only
+    in that wait, when the request is ready to be aborted. On the interface thread (Processing run from the console)
+    the request is sent from a thread of QGIS's own, where this cannot close the race: there the cancel is seen
+    when the request returns."""
+    if feedback is None or threading.current_thread() is threading.main_thread():
+        yield None
+        return
+    own = QgsFeedback()
+    relay = QTimer(interval=CANCEL_POLL_MS)
+    relay.timeout.connect(lambda: feedback.isCanceled() and own.cancel())
+    relay.start()
+    try:
+        yield own
+    finally:
+        relay.stop()

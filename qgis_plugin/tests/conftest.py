@@ -68,6 +68,27 @@ class Server:
         self.process.wait(timeout=30)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_task_left_running():
+    """QGIS cannot quit while a task runs: its task manager waits for every one, and so would these tests' exit."""
+    yield
+    manager = QgsApplication.taskManager()
+    deadline = time.monotonic() + 60
+    while manager.countActiveTasks() and time.monotonic() < deadline:
+        QCoreApplication.processEvents()
+        time.sleep(0.01)
+    running = [task.description() for task in manager.activeTasks()]
+    assert not running, f"tasks still running a minute after the last test: {running}"
+
+
+def pytest_unconfigure(config):
+    """After a stuck task has been reported, leave at once: QGIS's exit would wait for it forever."""
+    if QgsApplication.taskManager().countActiveTasks():
+        sys.stderr.write("a QGIS task is stuck (reported above); exiting without waiting for it\n")
+        sys.stderr.flush()
+        os._exit(1)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     executable = os.environ.get("GEOSEARCH_EXE", str(REPO / ".venv" / "bin" / "geosearch"))

@@ -6,8 +6,10 @@ import configparser
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsNetworkAccessManager,
     QgsPointXY,
     QgsProject,
     QgsRasterLayer,
@@ -22,12 +25,13 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.gui import QgsMapCanvas, QgsMapMouseEvent
-from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+from qgis.PyQt.QtCore import QCoreApplication, QEvent, QPoint, Qt
 from qgis.PyQt.QtGui import QColor, QImage
 from qgis.testing.mocked import get_iface
 
 import geosearch_qgis
 from conftest import REPO, SCENES, free_port, wait_for
+from geosearch_qgis.client import Client, ServiceError
 from geosearch_qgis.dock import SettingsDialog
 from geosearch_qgis.layers import MATCH_FIELDS, MATCHES, QUERY
 from geosearch_qgis.layers import SCENES as SCENES_LAYER
@@ -258,6 +262,36 @@ def test_server_errors_and_clicks_are_reported(plugin):
     drag(plugin, QgsRectangle(point, point))
     assert "not a click" in plugin.dock.message.text()
     assert [task.description() for task in plugin.tasks] == ["geosearch: server status"]  # no search started
+
+
+def test_a_server_that_never_answers_times_out():
+    """QGIS's own network timeout applies: a server that accepts and never answers is reported, not waited on."""
+    timeout = QgsNetworkAccessManager.timeout()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        QgsNetworkAccessManager.setTimeout(500)
+        try:
+            with pytest.raises(ServiceError, match=r"did not answer within 0\.5 s"):
+                Client(f"http://127.0.0.1:{silent.getsockname()[1]}").health()
+        finally:
+            QgsNetworkAccessManager.setTimeout(timeout)
+
+
+def test_a_cancelled_request_always_ends(plugin):
+    """Cancelled at any moment of its request, a task still reports. QGIS 3.22's own blocking request never returns
+    when the cancel lands while it sends, and then QGIS cannot quit: the task manager waits for it forever."""
+    for delay in range(40):
+        plugin.check_server()
+        task = plugin.tasks[-1]
+        while task.status() == task.Queued:
+            QCoreApplication.processEvents()
+        time.sleep(delay / 4000)
+        task.cancel()
+        wait_for(plugin, timeout=30)
+    plugin.check_server()
+    wait_for(plugin)
+    assert "model efficientnet_lite0" in plugin.dock.server.text()  # the server still answers after the aborts
 
 
 def test_settings_dialog_refuses_a_bad_date():
