@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -73,10 +74,7 @@ def no_task_left_running():
     """QGIS cannot quit while a task runs: its task manager waits for every one, and so would these tests' exit."""
     yield
     manager = QgsApplication.taskManager()
-    deadline = time.monotonic() + 60
-    while manager.countActiveTasks() and time.monotonic() < deadline:
-        QCoreApplication.processEvents()
-        time.sleep(0.01)
+    process_events_until(lambda: not manager.countActiveTasks(), timeout=60)
     running = [task.description() for task in manager.activeTasks()]
     assert not running, f"tasks still running a minute after the last test: {running}"
 
@@ -103,11 +101,18 @@ def server(tmp_path_factory):
     running.stop()
 
 
-def wait_for(plugin, timeout: float = 120) -> None:
-    """Let the plugin's tasks run and report on this (the interface) thread."""
+def process_events_until(done: Callable[[], bool], timeout: float) -> bool:
+    """Run this (the interface) thread's events until `done()`, for at most `timeout` seconds; whether it came."""
     deadline = time.monotonic() + timeout
-    while plugin.tasks:
+    while not done():
+        if time.monotonic() > deadline:
+            return False
         QCoreApplication.processEvents()
         time.sleep(0.01)
-        assert time.monotonic() < deadline, "the plugin's tasks did not finish"
     QCoreApplication.processEvents()
+    return True
+
+
+def wait_for(plugin, timeout: float = 120) -> None:
+    """Let the plugin's tasks run and report on this (the interface) thread."""
+    assert process_events_until(lambda: not plugin.tasks, timeout), "the plugin's tasks did not finish"
