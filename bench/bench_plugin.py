@@ -30,7 +30,7 @@ import geosearch_qgis
 from geosearch_qgis.settings import Settings
 
 UTM21S = QgsCoordinateReferenceSystem("EPSG:32621")
-DATA = (701985, -2807715, 740385, -2776995)  # the shipped Landsat 8 crop with no nodata (224077), in UTM 21S
+DATA = (703035, -2808465, 741435, -2777745)  # the shipped Landsat 8 crop with no nodata (224077), in UTM 21S
 SIDE = 6000  # metres: a box of about 200 × 200 Landsat pixels
 
 

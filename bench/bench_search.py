@@ -77,7 +77,7 @@ def main() -> None:
         with open_backend(folder) as backend:
             archive = Archive.open(backend, "tiles")
             encoder = checkpoint.encoder()
-            x0, y0 = 701985 + rng.uniform(0, 1024 * 30, args.queries), -2807715 + rng.uniform(0, 768 * 30, args.queries)
+            x0, y0 = 703035 + rng.uniform(0, 1024 * 30, args.queries), -2808465 + rng.uniform(0, 768 * 30, args.queries)
             boxes = [Box.parse((x, y, x + 256 * 30, y + 256 * 30), "EPSG:32621") for x, y in zip(x0, y0, strict=True)]
             seconds, embedding, found = [], [], []
             with tempfile.TemporaryDirectory() as out:

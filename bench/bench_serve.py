@@ -37,7 +37,7 @@ def random_boxes(n: int, seed: int = 0) -> list[list[float]]:
     rng = np.random.default_rng(seed)
     to_lonlat = Transformer.from_crs(32621, 4326, always_xy=True)
     boxes = []
-    for x, y in zip(701985 + rng.uniform(0, 1024 * 30, n), -2807715 + rng.uniform(0, 768 * 30, n), strict=True):
+    for x, y in zip(703035 + rng.uniform(0, 1024 * 30, n), -2808465 + rng.uniform(0, 768 * 30, n), strict=True):
         west, south = to_lonlat.transform(x, y)
         east, north = to_lonlat.transform(x + 256 * 30, y + 256 * 30)
         boxes.append([west, south, east, north])

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from geosearch.encoder.model import RGB, Encoder
 from geosearch.errors import GeosearchError, SceneError
-from geosearch.stretch import Stretch
+from geosearch.stretch import ProfileStretches, Stretch
 from geosearch.tiling import TileGrid, TilingOptions, plan_grid, read_tiles
 
 DEFAULT_BATCH_SIZE = 64
@@ -28,19 +28,25 @@ class PlannedScene:
     summary: dict
 
 
-def plan_scene(path: str, tiling: TilingOptions) -> PlannedScene:
-    with tiling.open(path) as scene:
+def plan_scene(path: str, tiling: TilingOptions, profiles: ProfileStretches | None = None) -> PlannedScene:
+    with tiling.open(path, profiles=profiles) as scene:
         return PlannedScene(path, plan_grid(scene, tiling), scene.stretch, scene.summary())
 
 
-def plan_scenes(paths: list[str], tiling: TilingOptions) -> tuple[list[PlannedScene], list[SceneError]]:
-    """Plan each scene; one that cannot be opened is returned as a failure and the others go on."""
+def plan_scenes(paths: list[str], tiling: TilingOptions,
+                profiles: ProfileStretches | None = None) -> tuple[list[PlannedScene], list[SceneError]]:
+    """Plan each scene, its stretch from `profiles` (default: the run's own, TilingOptions.profile_stretches);
+    one that cannot be opened is returned as a failure and the others go on."""
+    profiles = tiling.profile_stretches() if profiles is None else profiles
     planned, failures = [], []
     for path in paths:
         try:
-            planned.append(plan_scene(path, tiling))
+            planned.append(plan_scene(path, tiling, profiles))
         except SceneError as error:
             failures.append(error)
+    if profiles and profiles.chosen and planned and all(p.summary["profile"] != profiles.chosen for p in planned):
+        raise GeosearchError(f"--stretch-from scenes are of profile {profiles.chosen}, which none of the scenes "
+                             f"to cut is ({planned[0].summary['profile']}…); give scenes of their own profile")
     return planned, failures
 
 

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+_SEE_PREVIOUS = "See previous exception for details."
+
 
 class GeosearchError(Exception):
     """A problem with the user's input or environment, stated so that they know what to do."""
@@ -13,6 +15,15 @@ class ModelMismatch(GeosearchError):
     def __init__(self, message: str, stored_model_id: str):
         super().__init__(message)
         self.stored_model_id = stored_model_id
+
+
+def with_cause(error: Exception) -> str:
+    """An error's message with what it refers to: rasterio's failed reads and writes say only "Read failed. See
+    previous exception for details.", and the details, GDAL's own message, are its cause."""
+    text = str(error)
+    if _SEE_PREVIOUS in text and error.__cause__ is not None:
+        return text.replace(_SEE_PREVIOUS, str(error.__cause__))
+    return text
 
 
 class SceneError(GeosearchError):

@@ -13,21 +13,33 @@ FORMATS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".parquet
 
 
 def check_output_path(path: str | Path, suffixes: Iterable[str] = FORMATS) -> Path:
-    """Fail before any work if the output could not be written: unknown extension or missing directory."""
+    """Fail before any work if the output could not be written: unknown extension, missing directory, or a file
+    that cannot be created there (no permission, a name too long, a directory in the way, /proc). Creating the
+    file that will be written is the only true test."""
     path = Path(path)
     if path.suffix.lower() not in suffixes:
         raise GeosearchError(f"{path}: unknown output format; use one of {', '.join(suffixes)}")
     if not path.parent.is_dir():
         raise GeosearchError(f"{path}: directory {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise GeosearchError(f"{path}: directory {path.parent} is not writable")
+    try:
+        _partial(path).touch()
+        _partial(path).unlink()
+    except OSError as error:
+        raise GeosearchError(f"{path}: cannot be written ({error.strerror})") from None
+    if path.is_dir():
+        raise GeosearchError(f"{path}: cannot be written (a directory of that name is in the way)")
     return path
+
+
+def _partial(path: Path) -> Path:
+    """Where a file is written before it replaces `path`."""
+    return path.with_name(f".{path.name}.partial{path.suffix}")
 
 
 def write_features(frame: gpd.GeoDataFrame, path: str | Path) -> Path:
     """Write atomically: the features go to a temporary file that replaces `path` only once complete."""
     path = check_output_path(path)
-    tmp = path.with_name(f".{path.name}.partial{path.suffix}")
+    tmp = _partial(path)
     fmt = FORMATS[path.suffix.lower()]
     try:
         if fmt == "GeoParquet":

@@ -52,8 +52,11 @@ def _wrap(degrees: np.ndarray) -> np.ndarray:
 
 
 def _to_wgs84(transformer: Transformer, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lon/lat with longitudes in [-180, 180]: a scene in degrees may run past 180 (179.5 to 180.5), and what is
+    stored and compared must not."""
     lon, lat = transformer.transform(x, y)
-    return np.asarray(lon), np.asarray(lat)
+    lon = np.asarray(lon)
+    return np.where(lon > 180, lon - 360, np.where(lon < -180, lon + 360, lon)), np.asarray(lat)
 
 
 def _segments_needed(

@@ -2,8 +2,9 @@
 scene complete only once all of its tiles are stored (store/archive.py says why that is crash-safe)."""
 
 import json
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -13,10 +14,10 @@ import torch
 from geosearch.embed import EmbeddedBatch, PlannedScene, SceneFailure, embed_scenes
 from geosearch.encoder.checkpoint import Checkpoint
 from geosearch.errors import GeosearchError, SceneError
-from geosearch.grid import EdgeMode
+from geosearch.grid import EdgeMode, GridMode
 from geosearch.scene import Scene
 from geosearch.store.archive import Archive
-from geosearch.stretch import Stretch
+from geosearch.stretch import ProfileStretches, Stretch
 from geosearch.tiling import TilingOptions
 
 # Qdrant Edge writes through memory-mapped files: on a full disk the kernel kills the process (SIGBUS) before any
@@ -24,6 +25,7 @@ from geosearch.tiling import TilingOptions
 # and the payload (footprint included) twice; plus room for new WAL files (32 MB each) and segment growth.
 PAYLOAD_BYTES = 4096
 HEADROOM_BYTES = 192 * 2**20
+log = logging.getLogger(__name__)
 
 
 def check_space(archive: Archive, tiles: int) -> None:
@@ -40,9 +42,11 @@ def check_space(archive: Archive, tiles: int) -> None:
 class IndexReport:
     indexed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)  # complete already, left as they were
+    retiled: list[str] = field(default_factory=list)  # of those, the ones indexed with another tiling (notes)
     failed: list[SceneError] = field(default_factory=list)
     tiles_stored: int = 0
     tiles_skipped: int = 0  # below --min-valid
+    off_lattice: list[str] = field(default_factory=list)  # lattice_notes
 
 
 def _geojson(geometries: np.ndarray) -> list[dict]:
@@ -59,16 +63,56 @@ def scene_record(planned: PlannedScene, tiling: TilingOptions, model_id: str, ac
         "model_id": model_id, "acquired": acquired,
         "footprint": _union(planned.grid.footprints.wgs84), "tile_count_planned": len(planned.grid),
         "tiling": {"tile_size": tiling.tile_size, "stride": tiling.step, "edge": str(tiling.edge), "gsd": tiling.gsd,
-                   "min_valid": tiling.min_valid, "nodata": tiling.nodata},
+                   "min_valid": tiling.min_valid, "nodata": tiling.nodata, "grid": str(tiling.grid),
+                   "lattice": planned.grid.lattice},
     }
 
 
 def tiling_of(record: dict) -> TilingOptions:
-    """The tiling a scene was indexed with."""
+    """The tiling a scene was indexed with (scenes indexed before aligned grids were cut on their own grid)."""
     tiling = record["tiling"]
     return TilingOptions(tile_size=tiling["tile_size"], stride=tiling["stride"], edge=EdgeMode(tiling["edge"]),
                          gsd=tiling["gsd"], bands=tuple(record["bands"]), nodata=tiling["nodata"],
-                         min_valid=tiling["min_valid"])
+                         min_valid=tiling["min_valid"], grid=GridMode(tiling.get("grid", GridMode.SCENE)))
+
+
+def _tiling_key(tiling: TilingOptions, gsd_m: float) -> str:
+    """How a scene is cut, as a user would say it."""
+    return f"--tile-size {tiling.tile_size} --stride {tiling.step} at {gsd_m:.4g} m"
+
+
+def archive_grid(archive: Archive, tiling: TilingOptions, asked: GridMode | None) -> TilingOptions:
+    """The tiling with the archive's grid mode, which every scene of an archive shares; asking for another is an
+    error (an archive indexed before aligned grids keeps its scene grids)."""
+    mode = GridMode(archive.grid)
+    if asked is not None and asked is not mode:
+        raise GeosearchError(f"the archive ({archive.collection}) is cut with --grid {mode}; --grid {asked} would "
+                             "mix grids in one archive: leave --grid out, or use another --collection")
+    return replace(tiling, grid=mode)
+
+
+def archive_stretches(archive: Archive, tiling: TilingOptions,
+                      stretch_from: tuple[str, ...] = ()) -> ProfileStretches | None:
+    """The stretches by profile for scenes indexed into the archive: those it records, and new ones to record."""
+    known = {profile: Stretch.from_dict(stretch) for profile, stretch in archive.stretches().items()}
+    return tiling.profile_stretches(known, stretch_from)
+
+
+def lattice_notes(archive: Archive, scenes: list[PlannedScene]) -> list[str]:
+    """Scenes of this run that overlap scenes of the archive on another lattice (CRS, pixel size or pixel phase
+    differ): their tiles cannot share place ids, so "the same place" does not join them."""
+    others = [(shapely.geometry.shape(r["footprint"]), r["tiling"].get("lattice"), r["path"])
+              for r in archive.scenes() if r["status"] == "complete"]
+    notes = []
+    for planned in scenes:
+        footprint = shapely.union_all(planned.grid.footprints.wgs84)
+        apart = [path for shape, lattice, path in others
+                 if lattice != planned.grid.lattice and path != planned.path and shape.intersects(footprint)]
+        if apart:
+            notes.append(f"{planned.path} overlaps {len(apart)} scene(s) on another pixel lattice (e.g. {apart[0]}: "
+                         "CRS, pixel size or pixel phase differ), so their tiles do not line up and have no place "
+                         "ids in common; search by appearance still finds them")
+    return notes
 
 
 def open_indexed(record: dict) -> Scene:
@@ -87,7 +131,8 @@ def tile_payloads(planned: PlannedScene, record: dict, batch: EmbeddedBatch) -> 
     if record["acquired"]:
         common["acquired"] = record["acquired"]
     payloads = [
-        common | {"row": int(grid.offsets[j, 0]), "col": int(grid.offsets[j, 1]), "footprint": footprint,
+        common | ({"place_id": grid.place_ids[j]} if grid.place_ids[j] else {}) |
+        {"row": int(grid.offsets[j, 0]), "col": int(grid.offsets[j, 1]), "footprint": footprint,
                   "centroid": {"lon": float(c[0]), "lat": float(c[1])}, "min_lon": float(b[0]),
                   "min_lat": float(b[1]), "max_lon": float(b[2]), "max_lat": float(b[3]),
                   "valid_fraction": round(float(v), 4)}
@@ -113,21 +158,34 @@ def index_scenes(
     acquired: datetime | None = None,
     auto_acquired: bool = True,
     force: bool = False,
+    profiles: ProfileStretches | None = None,
     batch_size: int = 64,
     workers: int | None = None,
     compile: bool = False,
     on_tiles: Callable[[int], None] | None = None,
 ) -> IndexReport:
-    """Index scenes that are not complete in the archive yet (all of them with `force`)."""
+    """Index scenes that are not complete in the archive yet (all of them with `force`). The stretches that
+    planning them added to `profiles` are recorded in the archive for the later scenes of their profile."""
     report = IndexReport()
     pending = []
     for planned in scenes:
         record = archive.scene(planned.grid.scene_id)
         if record and record["status"] == "complete" and not force:
             report.unchanged.append(planned.path)
+            asked, had = _tiling_key(tiling, planned.grid.gsd_m), _tiling_key(tiling_of(record), record["gsd_m"])
+            if asked != had:
+                report.retiled.append(f"{planned.path} is indexed already with {had}, not {asked}; it is left as it "
+                                      "is (--force indexes it again as asked)")
         else:
             pending.append(planned)
     check_space(archive, sum(len(p.grid) for p in pending))
+    report.off_lattice = lattice_notes(archive, pending)
+    if profiles is not None:
+        for profile, stretch in profiles.added.items():
+            users = [p.path for p in pending if p.summary["profile"] == profile]
+            if users:
+                archive.add_stretch(profile, stretch.to_dict(),
+                                    "--stretch-from" if profile == profiles.chosen else users[0])
     records = [scene_record(p, tiling, checkpoint.model_id, acquisition(p, acquired, auto_acquired)) for p in pending]
     for record in records:
         archive.begin_scene(record)
@@ -157,6 +215,9 @@ def index_scenes(
             if len(stored):  # where the scene has data, rather than its whole grid
                 records[s]["footprint"] = _union(pending[s].grid.footprints.wgs84[stored])
             archive.complete_scene(records[s], len(stored))
+            if not len(stored):
+                log.warning("%s: no tile is at least %.0f%% valid (all nodata?); it is indexed with no tiles",
+                            pending[s].path, 100 * tiling.min_valid)
             report.indexed.append(pending[s].path)
             report.tiles_stored += len(stored)
             report.tiles_skipped += read[s] - len(stored)

@@ -15,9 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import antimeridian
 import numpy as np
 import rasterio.transform
 import shapely
+import shapely.affinity
 import torch
 from PIL import Image, UnidentifiedImageError
 from pyproj import CRS, Transformer
@@ -29,7 +31,8 @@ from geosearch.encoder.device import resolve_device
 from geosearch.encoder.model import Encoder
 from geosearch.errors import GeosearchError
 from geosearch.footprints import WGS84
-from geosearch.index import open_indexed, tiling_of
+from geosearch.grid import GridMode
+from geosearch.index import archive_stretches, open_indexed, tiling_of
 from geosearch.scene import Scene, read_masked
 from geosearch.store.archive import Archive
 from geosearch.tiling import TilingOptions, grid_at, read_tile
@@ -60,8 +63,9 @@ class Box:
             raise GeosearchError(f"unknown CRS {crs!r}; give an EPSG code (EPSG:4326), WKT or PROJ string") from None
         minx, miny, maxx, maxy = bounds
         if not all(map(math.isfinite, bounds)):
-            raise GeosearchError(f"box {list(bounds)} has a coordinate that is not a number")
-        if minx >= maxx or miny >= maxy:
+            raise GeosearchError(f"box {list(bounds)} has a coordinate that is infinite or not a number")
+        crosses = parsed.is_geographic and minx > maxx  # across the antimeridian, as RFC 7946 writes it
+        if (minx >= maxx and not crosses) or miny >= maxy:
             problem = "zero width or height" if minx == maxx or miny == maxy else "min above max"
             raise GeosearchError(f"box {list(bounds)} is empty ({problem}); give MINX MINY MAXX MAXY")
         if parsed.is_geographic and (minx < -180 or maxx > 180 or miny < -90 or maxy > 90):
@@ -69,10 +73,16 @@ class Box:
                                  f"latitudes from -90 to 90 in {parsed.to_string()}")
         return cls(minx, miny, maxx, maxy, parsed)
 
+    @property
+    def east(self) -> float:
+        """The east edge; past 180 for a lon/lat box across the antimeridian, so that the box stays one piece."""
+        return self.maxx + 360 if self.minx > self.maxx else self.maxx
+
     def polygon(self, crs: CRS) -> shapely.Polygon:
-        """The box in another CRS, its edges densified so that they stay true where straight lines bend."""
-        ring = shapely.segmentize(shapely.box(self.minx, self.miny, self.maxx, self.maxy),
-                                  max(self.maxx - self.minx, self.maxy - self.miny) / 64)
+        """The box in another CRS, its edges densified so that they stay true where straight lines bend. In lon/lat
+        it is one piece, whose longitudes may run past 180 (see lonlat)."""
+        ring = shapely.segmentize(shapely.box(self.minx, self.miny, self.east, self.maxy),
+                                  max(self.east - self.minx, self.maxy - self.miny) / 64)
         if crs == self.crs:
             return ring
         transformer = Transformer.from_crs(self.crs, crs, always_xy=True)
@@ -81,6 +91,16 @@ class Box:
             raise GeosearchError(f"box {self.describe()['bbox']} ({self.crs.to_string()}) has no place in "
                                  f"{crs.to_string()}: is it in the CRS given?")
         return moved
+
+    def lonlat(self) -> shapely.Geometry:
+        """The box in lon/lat as stored footprints are: longitudes in [-180, 180], in two parts where it crosses the
+        antimeridian."""
+        outline = self.polygon(WGS84)
+        west, _, east, _ = outline.bounds
+        if west >= -180 and east <= 180 and east - west <= 180:
+            return outline
+        wrapped = shapely.transform(outline, lambda xy: np.column_stack([(xy[:, 0] + 180) % 360 - 180, xy[:, 1]]))
+        return antimeridian.fix_polygon(wrapped, fix_winding=False)
 
     def describe(self) -> dict:
         return {"bbox": [self.minx, self.miny, self.maxx, self.maxy], "crs": self.crs.to_string()}
@@ -132,6 +152,15 @@ def _overview(scene: Scene, window: Window) -> np.ndarray:
     return pixels
 
 
+def _in_scene_longitudes(outline: shapely.Geometry, extent: shapely.Geometry) -> shapely.Geometry:
+    """A lon/lat outline moved by a whole turn where that meets a scene in degrees whose longitudes run past ±180."""
+    for turn in (0, 360, -360):
+        moved = shapely.affinity.translate(outline, xoff=turn)
+        if moved.intersects(extent):
+            return moved
+    return outline
+
+
 def box_query(box: Box, scene: Scene, tiling: TilingOptions, encoder: Encoder, device: torch.device) -> Query:
     """Embed what `scene` shows under `box`, as the module docstring describes."""
     extent = shapely.box(*rasterio.transform.array_bounds(scene.grid.height, scene.grid.width, scene.grid.transform))
@@ -139,6 +168,8 @@ def box_query(box: Box, scene: Scene, tiling: TilingOptions, encoder: Encoder, d
         outline = box.polygon(scene.grid.crs)
     except GeosearchError:  # the box has no place in this scene's CRS
         outline = None
+    if outline is not None and CRS.from_user_input(scene.grid.crs).is_geographic:
+        outline = _in_scene_longitudes(outline, extent)
     if outline is None or not outline.intersects(extent):
         raise NoDataUnderBox(f"{scene.path}: the box {box.describe()['bbox']} ({box.crs.to_string()}) lies outside "
                              "this scene")
@@ -159,7 +190,7 @@ def box_query(box: Box, scene: Scene, tiling: TilingOptions, encoder: Encoder, d
 def covering_scenes(archive: Archive, box: Box) -> list[dict]:
     """Complete scenes whose data meets the box, the one covering most of it first; on a tie the finer one,
     then the first by path."""
-    area = box.polygon(WGS84)
+    area = box.lonlat()
     scenes = archive.complete_scenes()
     footprints = [shapely.geometry.shape(r["footprint"]) for r in scenes]
     cover = [shapely.intersection(f, area).area / area.area for f in footprints]
@@ -185,9 +216,11 @@ def scene_query(box: Box, records: list[dict], encoder: Encoder, device: torch.d
     raise failure
 
 
-def raster_query(path: str, box: Box, tiling: TilingOptions, encoder: Encoder, device: torch.device) -> Query:
-    """The box read from any raster, indexed or not, with its own stretch."""
-    with tiling.open(path) as scene:
+def raster_query(archive: Archive, path: str, box: Box, encoder: Encoder, device: torch.device) -> Query:
+    """The box read from any raster, indexed or not, cut as the archive's scenes mostly are and stretched as the
+    archive stretches its profile (its own stretch when the archive has none for it)."""
+    tiling = archive_tiling(archive)
+    with tiling.open(path, profiles=archive_stretches(archive, tiling)) as scene:
         return box_query(box, scene, tiling, encoder, device)
 
 
@@ -266,14 +299,15 @@ def build_query(archive: Archive, *, bbox: tuple | None = None, crs: str = "EPSG
         return image_query(image, model, torch_device)
     box = Box.parse(bbox, crs)
     if raster:
-        return raster_query(raster, box, archive_tiling(archive), model, torch_device)
+        return raster_query(archive, raster, box, model, torch_device)
     records = archive.find_scenes(query_scene)[:1] if query_scene else covering_scenes(archive, box)
     return scene_query(box, records, model, torch_device)
 
 
 def archive_tiling(archive: Archive) -> TilingOptions:
-    """For a raster that is not indexed: the tile size and GSD most of the archive's scenes were cut with."""
+    """For a raster that is not indexed: the tile size and GSD most of the archive's scenes were cut with, on the
+    archive's grid."""
     tilings = [(r["tiling"]["tile_size"], r["tiling"]["gsd"], r["tiling"]["min_valid"])
                for r in archive.complete_scenes()]
     size, gsd, min_valid = max(set(tilings), key=tilings.count)
-    return TilingOptions(tile_size=size, gsd=gsd, min_valid=min_valid)
+    return TilingOptions(tile_size=size, gsd=gsd, min_valid=min_valid, grid=GridMode(archive.grid))

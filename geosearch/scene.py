@@ -10,7 +10,7 @@ import re
 import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from math import ceil
+from math import ceil, floor
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +25,8 @@ from rasterio.windows import Window
 
 from geosearch.acquired import acquired_of
 from geosearch.bands import resolve_bands
-from geosearch.errors import GeosearchError, SceneError
-from geosearch.stretch import DEFAULT_PERCENTILES, Stretch
+from geosearch.errors import GeosearchError, SceneError, with_cause
+from geosearch.stretch import DEFAULT_PERCENTILES, ProfileStretches, Stretch
 
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt", ".jp2", ".img", ".nc", ".hdf", ".h5", ".ntf", ".dt2", ".ecw"})
 GDAL_CACHE_BYTES = 256 * 2**20  # rasterio passes GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB
@@ -35,6 +35,10 @@ STRETCH_SIDE = 1024  # the whole scene is read at most this many pixels across t
 STRETCH_WHOLE_MAX_PIXELS = 4096 * 4096  # ...when it has overviews or is no larger than this; else windows are sampled
 STRETCH_SAMPLE_GRID = 8  # 8 × 8 evenly spread full-resolution windows
 STRETCH_SAMPLE_SIDE = 256
+ALIGNED_GSD_DIGITS = 3  # an aligned --gsd pixel is that many significant digits in CRS units, shared by nearby scenes
+# Tags that name the sensor or the processing level, as GDAL exposes them for common products.
+_SENSOR_TAGS = ("SPACECRAFT_ID", "SPACECRAFT_NAME", "SATELLITE", "PLATFORM", "MISSION", "SENSOR", "SENSOR_ID",
+                "PROCESSING_LEVEL", "PRODUCT_TYPE", "DATA_TYPE")
 _WGS84_GEOD = Geod(ellps="WGS84")
 
 
@@ -96,18 +100,15 @@ def read_masked(
     return pixels, valid
 
 
-def _measure_stretch(
-    dataset: DatasetReaderBase, bands: tuple[int, ...], nodata: float | None, percentiles: tuple[float, float]
-) -> Stretch:
-    """Percentile limits for the whole scene: from overviews (or a full read of a small scene), else a window sample."""
-    if all(dataset.dtypes[band - 1] == "uint8" for band in bands):
-        return Stretch.identity()
+def _stretch_samples(dataset: DatasetReaderBase, bands: tuple[int, ...],
+                     nodata: float | None) -> tuple[list[np.ndarray], str]:
+    """Valid values per band for percentiles, and where they came from: overviews (or a full read of a small
+    scene), else a fixed sample of full-resolution windows, so reading stays bounded on any scene."""
     if dataset.overviews(bands[0]) or dataset.width * dataset.height <= STRETCH_WHOLE_MAX_PIXELS:
         scale = max(1.0, max(dataset.width, dataset.height) / STRETCH_SIDE)
         out_shape = (max(1, round(dataset.height / scale)), max(1, round(dataset.width / scale)))
         pixels, valid = read_masked(dataset, bands, out_shape=out_shape, nodata=nodata)
-        source = "overviews" if dataset.overviews(bands[0]) else "whole"
-        return Stretch.from_samples([band[valid] for band in pixels], percentiles, source)
+        return [band[valid] for band in pixels], "overviews" if dataset.overviews(bands[0]) else "whole"
     side = STRETCH_SAMPLE_SIDE
     rows = np.linspace(0, dataset.height - side, STRETCH_SAMPLE_GRID).astype(int)
     cols = np.linspace(0, dataset.width - side, STRETCH_SAMPLE_GRID).astype(int)
@@ -117,25 +118,95 @@ def _measure_stretch(
             pixels, valid = read_masked(dataset, bands, Window(col, row, side, side), nodata=nodata)
             for channel, band in zip(samples, pixels, strict=True):
                 channel.append(band[valid])
-    return Stretch.from_samples([np.concatenate(channel) for channel in samples], percentiles, "sample")
+    return [np.concatenate(channel) for channel in samples], "sample"
+
+
+def is_8bit(dataset: DatasetReaderBase, bands: tuple[int, ...]) -> bool:
+    """8-bit data is shown as it is: it was made for display already."""
+    return all(dataset.dtypes[band - 1] == "uint8" for band in bands)
+
+
+def band_scaling(dataset: DatasetReaderBase, bands: tuple[int, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Scale and offset from raw values to physical units (reflectance, radiance), per band, as the file says."""
+    scales = tuple(float(dataset.scales[band - 1] or 1.0) for band in bands)
+    return scales, tuple(float(dataset.offsets[band - 1] or 0.0) for band in bands)
+
+
+def radiometric_profile(dataset: DatasetReaderBase, bands: tuple[int, ...]) -> str:
+    """What makes two scenes' values comparable: data type, which bands of how many (by name where the file names
+    them), the sensor and processing level where its tags say, and whether values are scaled to physical units."""
+    names = ",".join(dataset.descriptions[band - 1] or str(band) for band in bands)
+    tags = {key.upper(): value for key, value in dataset.tags().items()}
+    sensor = ",".join(tags[key] for key in _SENSOR_TAGS if tags.get(key)) or "-"
+    units = "dn" if band_scaling(dataset, bands) == ((1.0,) * len(bands), (0.0,) * len(bands)) else "scaled"
+    return f"{dataset.dtypes[bands[0] - 1]}/{names} of {dataset.count}/{sensor}/{units}"
+
+
+def _scene_stretch(dataset: DatasetReaderBase, bands: tuple[int, ...], profile: str, nodata: float | None,
+                   percentiles: tuple[float, float], profiles: ProfileStretches | None) -> Stretch:
+    """The stretch of a scene: identity for 8-bit data; its profile's where `profiles` knows it (in this file's raw
+    values); else measured on the scene, and with `profiles` added to them for the later scenes of its profile."""
+    if is_8bit(dataset, bands) and (profiles is None or profiles.fixed is None):
+        return Stretch.identity()
+    scales, offsets = band_scaling(dataset, bands)
+    if profiles is not None and (shared := profiles.get(profile)) is not None:
+        return shared.unscaled(scales, offsets, "given" if profiles.fixed else "archive")
+    channels, source = _stretch_samples(dataset, bands, nodata)
+    measured = Stretch.from_samples(channels, percentiles, source)
+    if profiles is not None:
+        profiles.add(profile, measured.scaled(scales, offsets))
+    return measured
+
+
+def shared_stretch(paths: list[str], bands: tuple[int, ...] | None, nodata: float | None,
+                   percentiles: tuple[float, float]) -> tuple[str, Stretch]:
+    """One stretch over several scenes of one profile (`--stretch-from`): percentiles of their values pooled, in
+    physical units; returns the profile and the stretch."""
+    pooled: list[list[np.ndarray]] = []
+    profile = None
+    for path in paths:
+        with open_scene(path, bands=bands, nodata=nodata, stretch=Stretch.identity()) as scene:
+            if profile is not None and scene.profile != profile:
+                raise SceneError(path, f"is of profile {scene.profile}, {paths[0]} of {profile}: --stretch-from "
+                                       "takes scenes of one profile")
+            profile = scene.profile
+            channels, _ = _stretch_samples(scene.dataset, scene.bands, scene.nodata_override)
+            scales, offsets = band_scaling(scene.dataset, scene.bands)
+            pooled.append([values * s + o for values, s, o in zip(channels, scales, offsets, strict=True)])
+    merged = [np.concatenate([scene[band] for scene in pooled]) for band in range(3)]
+    return profile or "", Stretch.from_samples(merged, percentiles, "stretch-from")
+
+
+def _significant(value: float, digits: int) -> float:
+    return float(f"{value:.{digits}g}")
 
 
 def _resampled_view(
-    dataset: DatasetReaderBase, ground: tuple[float, float], gsd: float, nodata: float | None
+    dataset: DatasetReaderBase, ground: tuple[float, float], gsd: float, nodata: float | None, aligned: bool
 ) -> WarpedVRT:
-    """The scene on a grid of `gsd` metre pixels, same CRS and origin, resampled on the fly by GDAL's warper."""
+    """The scene on a grid of `gsd` metre pixels in its own CRS, resampled on the fly by GDAL's warper. Aligned,
+    the pixel is rounded to ALIGNED_GSD_DIGITS significant digits in CRS units and its origin snapped to whole
+    pixels of the CRS, so nearby scenes in one CRS share the grid; else it keeps the scene's origin."""
     fx, fy = gsd / ground[0], gsd / ground[1]
     if min(fx, fy) < 1 / MAX_UPSAMPLING:
         raise GeosearchError(
             f"--gsd {gsd:g} m would upsample this {min(ground):.3g} m scene more than {MAX_UPSAMPLING}×; "
             "choose a coarser --gsd"
         )
+    transform = dataset.transform @ Affine.scale(fx, fy)
+    width, height = max(1, ceil(dataset.width / fx)), max(1, ceil(dataset.height / fy))
+    if aligned:
+        a, e = _significant(transform.a, ALIGNED_GSD_DIGITS), _significant(transform.e, ALIGNED_GSD_DIGITS)
+        left, top = floor(transform.c / a) * a, floor(transform.f / e) * e
+        right, bottom = dataset.transform @ (dataset.width, dataset.height)
+        transform = Affine(a, 0.0, left, 0.0, e, top)
+        width, height = max(1, ceil((right - left) / a)), max(1, ceil((bottom - top) / e))
     return WarpedVRT(
         dataset,
         crs=dataset.crs,
-        transform=dataset.transform @ Affine.scale(fx, fy),
-        width=max(1, ceil(dataset.width / fx)),
-        height=max(1, ceil(dataset.height / fy)),
+        transform=transform,
+        width=width,
+        height=height,
         resampling=Resampling.average if min(fx, fy) > 1 else Resampling.bilinear,
         src_nodata=dataset.nodata if nodata is None else nodata,
         add_alpha=True,
@@ -155,6 +226,7 @@ class Scene:
     gsd_m: float
     native_gsd_m: float
     stretch: Stretch
+    profile: str  # radiometric_profile
     nodata_override: float | None  # a nodata value the user gave that the file does not declare
     _exit: ExitStack = field(repr=False)
 
@@ -186,7 +258,7 @@ class Scene:
                 )
             return pixels, valid
         except RasterioError as error:
-            problem = f"cannot read pixels at row {row}, col {col} (truncated or corrupt?): {error}"
+            problem = f"cannot read pixels at row {row}, col {col} (truncated or corrupt?): {with_cause(error)}"
             raise SceneError(self.path, problem) from None
 
     def summary(self) -> dict:
@@ -205,6 +277,7 @@ class Scene:
             "native_gsd_m": round(self.native_gsd_m, 4),
             "gsd_m": round(self.gsd_m, 4),
             "stretch": self.stretch.to_dict(),
+            "profile": self.profile,
             "acquired": acquired.isoformat() if acquired else None,  # from tags or the file name, when known
         }
 
@@ -225,6 +298,11 @@ def _check_georeferenced(path: str, dataset: DatasetReaderBase) -> None:
         raise SceneError(path, "has no CRS; assign one first (gdal_edit.py -a_srs EPSG:…)")
     if dataset.transform.is_identity:
         raise SceneError(path, "has no geotransform, so its pixels have no place on the ground")
+    if dataset.crs.is_geographic:
+        _, south, _, north = dataset.bounds
+        if max(abs(south), abs(north)) > 90 + 1e-6:
+            raise SceneError(path, f"reaches latitude {north if abs(north) > 90 else south:.6g}°, past the pole: "
+                                   "its geotransform is wrong (fix it with gdal_edit.py -a_ullr)")
 
 
 def open_scene(
@@ -234,9 +312,13 @@ def open_scene(
     gsd: float | None = None,
     nodata: float | None = None,
     stretch: Stretch | None = None,
+    profiles: ProfileStretches | None = None,
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    aligned: bool = True,
 ) -> Scene:
-    """Open and check a scene. `nodata` overrides the file's own; `stretch` reuses a recorded one."""
+    """Open and check a scene. `nodata` overrides the file's own; `stretch` reuses a recorded one, else `profiles`
+    gives (or learns) the stretch of the scene's profile, else the scene's own is measured. `aligned`: a --gsd
+    grid snaps to the CRS (see _resampled_view)."""
     stack = ExitStack()
     try:
         if "GDAL_CACHEMAX" not in os.environ:
@@ -246,20 +328,22 @@ def open_scene(
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 dataset = stack.enter_context(rasterio.open(path))
         except RasterioError as error:
-            raise SceneError(path, f"cannot be opened as a raster: {error}") from None
+            raise SceneError(path, f"cannot be opened as a raster: {with_cause(error)}") from None
         _check_georeferenced(path, dataset)
         try:
             chosen, band_source = resolve_bands(dataset, bands)
             ground = ground_resolution(dataset)
             native_gsd = (ground[0] + ground[1]) / 2
             override = nodata if nodata is not None and nodata != dataset.nodata else None
-            grid = dataset if gsd is None else stack.enter_context(_resampled_view(dataset, ground, gsd, nodata))
+            profile = radiometric_profile(dataset, chosen)
+            grid = dataset if gsd is None else \
+                stack.enter_context(_resampled_view(dataset, ground, gsd, nodata, aligned))
             if stretch is None:
-                stretch = _measure_stretch(dataset, chosen, override, percentiles)
+                stretch = _scene_stretch(dataset, chosen, profile, override, percentiles, profiles)
         except GeosearchError as error:
             raise SceneError(path, str(error)) from None
         except RasterioError as error:
-            raise SceneError(path, f"cannot be read (truncated or corrupt?): {error}") from None
+            raise SceneError(path, f"cannot be read (truncated or corrupt?): {with_cause(error)}") from None
         return Scene(
             path=path,
             scene_id=scene_id_of(path, dataset),
@@ -270,6 +354,7 @@ def open_scene(
             gsd_m=gsd if gsd is not None else native_gsd,
             native_gsd_m=native_gsd,
             stretch=stretch,
+            profile=profile,
             nodata_override=override,
             _exit=stack,
         )

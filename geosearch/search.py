@@ -30,8 +30,8 @@ DEDUP_IOU = 0.25
 MAX_CANDIDATES = 20_000
 
 
-def _end_of_day(text: str) -> datetime:
-    parsed = parse_date(text, "--before")
+def _end_of_day(text: str, option: str) -> datetime:
+    parsed = parse_date(text, option)
     return parsed + timedelta(days=1, microseconds=-1) if len(text) == 10 else parsed
 
 
@@ -48,12 +48,17 @@ class Filters:
 
     @classmethod
     def of(cls, archive: Archive, within: shapely.Geometry | None = None, scenes: Sequence[str] = (),
-           after: str | None = None, before: str | None = None, min_score: float | None = None) -> "Filters":
+           after: str | None = None, before: str | None = None, min_score: float | None = None,
+           prefix: str = "--") -> "Filters":
         """Filters as a user gives them: scenes by id or path, dates as ISO text (a bare day given as `before`
-        includes that whole day)."""
+        includes that whole day). Errors name a field as the user gave it: `prefix` + its name (`--after` on the
+        command line, `after` in a JSON request). An empty date range is an error: it could only answer nothing."""
+        start = parse_date(after, f"{prefix}after") if after else None
+        end = _end_of_day(before, f"{prefix}before") if before else None
+        if start and end and start > end:
+            raise GeosearchError(f"{prefix}after {after} is later than {prefix}before {before}: no date is in between")
         return cls(within=within, scenes=tuple(r["scene_id"] for key in scenes for r in archive.find_scenes(key)),
-                   after=parse_date(after, "--after") if after else None,
-                   before=_end_of_day(before) if before else None, min_score=min_score)
+                   after=start, before=end, min_score=min_score)
 
     def store_filter(self) -> Filter:
         """The part the store answers from its payload indexes."""
@@ -127,7 +132,7 @@ def search(archive: Archive, query: Query, k: int = 20, filters: Filters = Filte
     where = filters.store_filter()
     limit = 4 * k + 20
     while True:
-        candidates = archive.backend.query(archive.collection, query.vector, limit, where if where.must else None)
+        candidates = archive.nearest(query.vector, limit, where)
         if not candidates and archive.tile_count() == 0:  # counted only when nothing came back
             raise GeosearchError(f"the archive in {archive.backend.location} holds no tiles; index some scenes first")
         hits = _clean(candidates, query, filters, include_self, dedup, k)

@@ -13,11 +13,11 @@ from rasterio.windows import Window
 
 OUT = Path(__file__).resolve().parents[1] / "geosearch" / "data" / "scenes"
 
-# The Landsat 8 pair shares one 30 m grid: 224078's pixel (0, 0) is 224077's pixel (col 778, row 346).
-# Crop origins 512 px apart in that frame make the two crops' 256 px tile grids coincide in their overlap.
+# The Landsat 8 pair shares one 30 m grid: 224078's pixel (0, 0) is 224077's pixel (col 778, row 346). The crops'
+# origins are 477 px and -25 px apart in that frame, no multiple of any tile size: the aligned grid lines them up.
 LANDSAT8_CROPS = {
     "landsat8_224077_20200518_bgr_utm21n_30m.tif":
-        ("landsat8_224077_20200518_crop.tif", Window(266, 346, 1280, 1024), "COG"),
+        ("landsat8_224077_20200518_crop.tif", Window(301, 371, 1280, 1024), "COG"),
     "landsat8_224078_20200518_bgr_utm21n_30m.tif":
         ("landsat8_224078_20200518_crop.tif", Window(0, 0, 1280, 1024), "GTiff"),
 }

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import rasterio
 
+from geosearch.store.archive import Archive
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -56,6 +58,16 @@ def derive(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+def cut_short(archive: Archive, path: str, tiles: int) -> list[str]:
+    """What a run killed while storing a scene leaves: its record "indexing" and some of its tiles stored."""
+    (record,) = archive.find_scenes(path)
+    ids = [tile_id for tile_id, _ in archive.tiles(record["scene_id"])][:tiles]
+    stored = archive.backend.points(archive.collection, ids)
+    archive.begin_scene(record)
+    archive.add_tiles(ids, np.stack([stored[i][0] for i in ids]), [stored[i][1] for i in ids])
+    return ids
 
 
 def run_geosearch(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -22,10 +22,11 @@ def test_tile_writes_the_grid(tmp_path, suffix):
     out = tmp_path / f"tiles.{suffix}"
     result = run_geosearch("tile", str(LANDSAT8_224078), str(LANDSAT7_RGB), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "2 scene(s): 26 tiles kept, 6 skipped" in result.stdout
+    assert "2 scene(s): 32 tiles kept, 10 skipped" in result.stdout  # on the aligned grid: 22 + 10 kept
     frame = gpd.read_parquet(out) if suffix == "parquet" else gpd.read_file(out)
-    assert len(frame) == 26 and frame.crs.to_epsg() == 4326
-    assert set(frame.columns) >= {"tile_id", "scene_id", "row", "col", "width", "height", "gsd_m", "valid_fraction"}
+    assert len(frame) == 32 and frame.crs.to_epsg() == 4326
+    assert set(frame.columns) >= {"tile_id", "place_id", "scene_id", "row", "col", "width", "height", "gsd_m",
+                                  "valid_fraction"}
     assert (frame["valid_fraction"] >= 0.5).all()
     assert frame["tile_id"].is_unique
 
@@ -46,11 +47,11 @@ def test_include_skipped_and_json_summary(tmp_path):
     result = run_geosearch("tile", str(LANDSAT8_224078), "--out", str(out), "--include-skipped", "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["tiles_kept"] == 16 and summary["tiles_skipped"] == 4 and summary["failed"] == []
+    assert summary["tiles_kept"] == 22 and summary["tiles_skipped"] == 8 and summary["failed"] == []
     scene = summary["scenes"][0]
     assert scene["bands"] == [3, 2, 1] and scene["stretch"]["source"] == "whole" and scene["crs"] == "EPSG:32621"
     frame = gpd.read_file(out)
-    assert len(frame) == 20 and frame["kept"].sum() == 16
+    assert len(frame) == 30 and frame["kept"].sum() == 22
 
 
 def test_directories_and_recursion(tmp_path):
@@ -67,7 +68,7 @@ def test_directories_and_recursion(tmp_path):
 
 def test_tiling_options_reach_the_engine(tmp_path):
     result = run_geosearch("tile", str(LANDSAT8_224077), "--tile-size", "128", "--stride", "64", "--edge", "drop",
-                           "--gsd", "60", "--bands", "1,2,3", "--min-valid", "0.9", "--json")
+                           "--gsd", "60", "--bands", "1,2,3", "--min-valid", "0.9", "--grid", "scene", "--json")
     scene = json.loads(result.stdout)["scenes"][0]
     assert scene["tiles"] == 9 * 7 and scene["gsd_m"] == 60 and scene["bands"] == [1, 2, 3]
 
@@ -140,8 +141,8 @@ def test_a_bad_scene_does_not_stop_the_others(bad_scenes, tmp_path):
     result = run_geosearch("tile", bad[0], str(LANDSAT8_224078), bad[1], str(AERIAL_3857), bad[2], "--out", str(out))
     assert result.returncode == 1
     assert len(error_lines(result)) == 3
-    assert "2 scene(s), 3 failed: 32 tiles kept" in result.stdout
-    assert len(gpd.read_file(out)) == 32
+    assert "2 scene(s), 3 failed: 47 tiles kept" in result.stdout
+    assert len(gpd.read_file(out)) == 47
 
 
 def test_output_problems_stop_before_any_work(tmp_path):
@@ -167,13 +168,13 @@ def test_all_nodata_scene_warns_and_succeeds(derive):
     result = run_geosearch("tile", str(path))
     assert result.returncode == 0
     assert error_lines(result) == [f"WARNING: {path}: all nodata; it yields no tiles"]
-    assert "0 tiles kept, 20 skipped" in result.stdout
+    assert "0 tiles kept, 30 skipped" in result.stdout
 
 
 def test_config_file_then_environment_then_option(tmp_path):
     config = tmp_path / "config.toml"
     config.write_text("[tile]\ntile_size = 128\n")
-    env = {"GEOSEARCH_CONFIG": str(config)}
+    env = {"GEOSEARCH_CONFIG": str(config), "GEOSEARCH_GRID": "scene"}  # whole tiles from the corner: 1024 px
 
     def tiles(*args, extra_env=None):
         result = run_geosearch("tile", str(AERIAL_3857), "--json", *args, env=env | (extra_env or {}))

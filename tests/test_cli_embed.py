@@ -12,6 +12,7 @@ from geosearch.data import AERIAL_3857, LANDSAT8_224078
 from geosearch.encoder.backbones import BACKBONES
 from geosearch.encoder.checkpoint import load_checkpoint
 from geosearch.encoder.default import default_checkpoint
+from geosearch.tiling import TilingOptions, survey
 
 
 def error_lines(result) -> list[str]:
@@ -33,10 +34,12 @@ def test_embed_with_the_default_model(tmp_path):
     assert result.returncode == 0, result.stderr
     model_id = default_checkpoint().model_id
     assert result.stdout.startswith(f"model {model_id} (512-d) on cpu (")
-    assert "1 scene(s): 16 tiles embedded, 0 skipped" in result.stdout
+    # 1024 px from pixel 9 of a 256 px lattice: 3 lattice tiles and a shifted one at each edge, per axis
+    assert "1 scene(s): 25 tiles embedded, 0 skipped" in result.stdout
     frame = gpd.read_parquet(out)
     vectors = np.stack(frame["embedding"].to_numpy())
-    assert vectors.shape == (16, 512) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert frame["place_id"].notna().sum() == 9
+    assert vectors.shape == (25, 512) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert (frame["model_id"] == model_id).all() and frame.crs.to_epsg() == 4326
     assert frame["tile_id"].is_unique
 
@@ -52,7 +55,8 @@ def test_embed_with_a_checkpoint_and_a_bad_scene(tmp_path, small_model):
                                    "a supported file format."]
     summary = json.loads(result.stdout)
     assert summary["model_id"] == load_checkpoint(small_model).model_id and summary["scenes"] == 1
-    assert summary["tiles_embedded"] + summary["tiles_skipped"] == 80
+    assert summary["tiles_embedded"] + summary["tiles_skipped"] == len(
+        survey(str(LANDSAT8_224078), TilingOptions(tile_size=128)).grid)
     assert len(gpd.read_parquet(out)) == summary["tiles_embedded"]
 
 

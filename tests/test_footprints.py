@@ -8,7 +8,7 @@ from affine import Affine
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import bounds as window_bounds
 
-from geosearch.data import AERIAL_3857, LANDSAT7_RGB, LANDSAT8_224077, LANDSAT8_224078, shipped_scenes
+from geosearch.data import AERIAL_3857, LANDSAT7_RGB, shipped_scenes
 from geosearch.tiling import TilingOptions, plan_grid
 
 OPTIONS = TilingOptions(tile_size=128)
@@ -75,23 +75,6 @@ def test_web_mercator_footprint_matches_its_ground_size():
     assert grid.gsd_m == pytest.approx(0.597164 * np.cos(np.radians(37.669)), rel=1e-3)
     min_lon, _, max_lon, _ = grid.footprints.bbox[0]
     assert (max_lon - min_lon) * METRES_PER_DEGREE * np.cos(np.radians(37.669)) == pytest.approx(128 * 0.4725, rel=5e-3)
-
-
-def test_the_landsat8_pair_shares_its_tiles_in_the_overlap():
-    """The crops' grids coincide: crop A's column 512 is crop B's column 0 (same 30 m grid, same day)."""
-    options = TilingOptions()
-    a, b = grid_of(LANDSAT8_224077, options), grid_of(LANDSAT8_224078, options)
-    pairs = [(i, j) for i, (row, col) in enumerate(a.offsets) for j, (row_b, col_b) in enumerate(b.offsets)
-             if row == row_b and col - 512 == col_b]
-    assert len(pairs) == 12  # 3 columns × 4 rows of 256 px tiles
-    for i, j in pairs:
-        assert a.footprints.native[i].equals_exact(b.footprints.native[j], tolerance=1e-6)
-        assert a.footprints.wgs84[i].equals_exact(b.footprints.wgs84[j], tolerance=1e-9)
-    others = set(range(len(a))) - {i for i, _ in pairs}
-    # A's tiles west of the overlap touch none of B's tiles.
-    union_b = shapely.union_all(b.footprints.native)
-    for i in others:
-        assert a.footprints.native[i].intersection(union_b).area == 0
 
 
 def test_tiles_across_the_antimeridian_are_split(derive):

@@ -6,9 +6,10 @@ import rasterio
 import rasterio.shutil
 
 from geosearch.data import AERIAL_3857, LANDSAT8_224077, LANDSAT8_224078
+from geosearch.grid import GridMode
 from geosearch.tiling import TilingOptions, survey
 
-OPTIONS = TilingOptions()
+OPTIONS = TilingOptions(grid=GridMode.SCENE)
 
 
 def test_cloud_optimized_geotiff():
@@ -22,8 +23,8 @@ def test_other_gdal_formats_tile_like_the_geotiff(tmp_path, driver, suffix):
     path = tmp_path / f"scene.{suffix}"
     options = {"QUALITY": "100", "REVERSIBLE": "YES"} if driver == "JP2OpenJPEG" else {}
     rasterio.shutil.copy(LANDSAT8_224078, path, driver=driver, **options)
-    reference = survey(str(LANDSAT8_224078), TilingOptions(bands=(3, 2, 1)))
-    result = survey(str(path), TilingOptions(bands=(3, 2, 1)))
+    reference = survey(str(LANDSAT8_224078), TilingOptions(bands=(3, 2, 1), grid=GridMode.SCENE))
+    result = survey(str(path), TilingOptions(bands=(3, 2, 1), grid=GridMode.SCENE))
     assert np.array_equal(result.grid.offsets, reference.grid.offsets)
     assert np.allclose(result.valid_fraction, reference.valid_fraction)
     assert result.scene["crs"] == reference.scene["crs"]

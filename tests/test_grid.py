@@ -6,7 +6,7 @@ import rasterio
 
 from geosearch.data import LANDSAT7_RGB
 from geosearch.errors import GeosearchError
-from geosearch.grid import EdgeMode, axis_offsets, tile_offsets
+from geosearch.grid import EdgeMode, GridMode, axis_offsets, tile_offsets
 from geosearch.tiling import TilingOptions, plan_grid
 
 
@@ -49,7 +49,7 @@ def test_smaller_than_a_tile():
 )
 def test_windows_on_a_shipped_scene(edge, rows, cols):
     """RGB.byte is 791 × 718 px: not a whole number of 256 px tiles either way."""
-    options = TilingOptions(edge=EdgeMode(edge))
+    options = TilingOptions(edge=EdgeMode(edge), grid=GridMode.SCENE)
     with options.open(str(LANDSAT7_RGB)) as scene:
         assert (scene.grid.width, scene.grid.height) == (791, 718)
         grid = plan_grid(scene, options)

@@ -7,6 +7,7 @@ from rasterio.warp import calculate_default_transform, reproject
 
 from geosearch.data import AERIAL_3857, LANDSAT7_RGB, LANDSAT8_224078
 from geosearch.errors import SceneError
+from geosearch.grid import GridMode
 from geosearch.tiling import TilingOptions, survey
 
 GEOD = Geod(ellps="WGS84")
@@ -20,7 +21,7 @@ def assert_ground_square(polygon, side_m: float, rel: float = 3e-3) -> None:
 
 
 def test_coarser_gsd_halves_the_grid():
-    result = survey(str(LANDSAT8_224078), TilingOptions(tile_size=128, gsd=60))
+    result = survey(str(LANDSAT8_224078), TilingOptions(tile_size=128, gsd=60, grid=GridMode.SCENE))
     assert result.scene["gsd_m"] == 60 and result.scene["native_gsd_m"] == pytest.approx(30, rel=2e-3)
     assert len(result.grid) == 5 * 4  # 1280 × 1024 px at 30 m → 640 × 512 px at 60 m
     assert_ground_square(result.grid.footprints.wgs84[0], 128 * 60)
@@ -28,13 +29,13 @@ def test_coarser_gsd_halves_the_grid():
 
 
 def test_finer_gsd_upsamples():
-    result = survey(str(LANDSAT7_RGB), TilingOptions(gsd=100))
+    result = survey(str(LANDSAT7_RGB), TilingOptions(gsd=100, grid=GridMode.SCENE))
     assert len(result.grid) == 10 * 9  # ceil(791 × 3) / 256 → 10 columns, ceil(718 × 3) / 256 → 9 rows
     assert 0 < result.kept.sum() < len(result.grid)
 
 
 def test_web_mercator_gsd_is_measured_on_the_ground():
-    result = survey(str(AERIAL_3857), TilingOptions(tile_size=128, gsd=1.0))
+    result = survey(str(AERIAL_3857), TilingOptions(tile_size=128, gsd=1.0, grid=GridMode.SCENE))
     assert_ground_square(result.grid.footprints.wgs84[0], 128.0)
 
 
@@ -48,13 +49,13 @@ def test_geographic_scene_resampled_in_metres(tmp_path):
             for band in range(1, src.count + 1):
                 reproject(rasterio.band(src, band), rasterio.band(dst, band))
             dst.descriptions = src.descriptions
-    native = survey(str(path), TilingOptions(tile_size=64))
+    native = survey(str(path), TilingOptions(tile_size=64, grid=GridMode.SCENE))
     assert native.scene["native_gsd_m"] == pytest.approx(30, rel=0.05)
-    result = survey(str(path), TilingOptions(tile_size=64, gsd=60))
+    result = survey(str(path), TilingOptions(tile_size=64, gsd=60, grid=GridMode.SCENE))
     for polygon in result.grid.footprints.wgs84[:5]:
         assert_ground_square(polygon, 64 * 60, rel=5e-3)
 
 
 def test_absurd_upsampling_is_refused():
     with pytest.raises(SceneError, match=r"--gsd 1 m would upsample this 300 m scene more than 16×"):
-        survey(str(LANDSAT7_RGB), TilingOptions(gsd=1))
+        survey(str(LANDSAT7_RGB), TilingOptions(gsd=1, grid=GridMode.SCENE))

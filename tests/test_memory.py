@@ -13,8 +13,9 @@ from support import write_mosaic_vrt, write_repeated_geotiff
 # fork and exec, so a child started from a large parent (pytest, with models loaded) would report the parent's peak.
 CHILD = """
 import json, re, sys
+from geosearch.grid import GridMode
 from geosearch.tiling import TilingOptions, survey
-result = survey(sys.argv[1], TilingOptions())
+result = survey(sys.argv[1], TilingOptions(grid=GridMode.SCENE))  # whole tiles from the corner: counts below
 peak_kb = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
 print(json.dumps({"tiles": len(result.grid), "kept": int(result.kept.sum()), "peak_mb": peak_kb / 1024}))
 """

@@ -14,8 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import run_geosearch
+from conftest import cut_short, run_geosearch
 from geosearch.data import AERIAL_3857, LANDSAT7_RGB, LANDSAT8_224077, LANDSAT8_224078
+from geosearch.store import open_backend
+from geosearch.store.archive import Archive
 
 BOX = [-54.8315, -25.2208, -54.7783, -25.1723]
 
@@ -85,7 +87,7 @@ def server(store, archive_root) -> Iterator[Server]:
 def test_health_and_scenes(server):
     health = server.get("/health").json()
     assert health["device"] == "cpu" and health["model_id"].startswith("efficientnet_lite0-")
-    assert health["scenes"] == 2 and health["tiles"] == 36 and health["store"]["collection"] == "tiles"
+    assert health["scenes"] == 2 and health["tiles"] == 52 and health["store"]["collection"] == "tiles"
     scenes = server.get("/scenes").json()
     assert scenes["type"] == "FeatureCollection" and len(scenes["features"]) == 2
 
@@ -119,12 +121,16 @@ def test_thumbnail(server):
     ({"bbox": BOX, "within": [-1e171, -1e17, 5e16, 6e16]}, 400, "leaves the globe"),
     ({"bbox": [1e17, 1e17, 2e17, 2e17], "crs": "EPSG:32621"}, 400, "has no place in EPSG:4326"),
     ({"tile_id": "0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17"}, 404, "no tile"),
-    ({}, 400, "give one query"),
-    ({"bbox": BOX, "after": "May"}, 400, "--after 'May'"),
+    ({}, 400, "give one query: bbox (with crs) or tile_id"),
+    ({"bbox": BOX, "tile_id": "0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17"}, 400, "give one query"),
+    ({"bbox": BOX, "after": "May"}, 400, "after 'May': give a date like 2020-05-18"),
+    ({"bbox": BOX, "before": "June"}, 400, "before 'June': give a date like 2020-05-18"),
+    ({"bbox": BOX, "scenes": ["a\x00b"]}, 422, "body.scenes.0: Value error, holds a NUL character"),
 ])
 def test_bad_search_requests_are_4xx_with_a_message(server, body, status, message):
     response = server.post("/search", json=body)
     assert response.status_code == status and message in response.json()["error"]
+    assert "--" not in response.json()["error"]  # the request's field names, not the CLI's options
 
 
 def test_malformed_and_oversized_bodies(server):
@@ -132,6 +138,10 @@ def test_malformed_and_oversized_bodies(server):
     assert broken.status_code == 422 and "error" in broken.json()
     huge = server.post("/search", content=b"[" + b"1," * 100_000 + b"1]", headers={"content-type": "application/json"})
     assert huge.status_code == 413 and "request body over" in huge.json()["error"]
+    chunked = server.post("/search", content=iter([b"[" + b"1," * 50_000, b"1]"]),
+                          headers={"content-type": "application/json"})
+    assert "content-length" not in chunked.request.headers
+    assert chunked.status_code == 413 and "request body over" in chunked.json()["error"]
 
 
 def test_paths_outside_the_roots_are_refused(server, archive_root, tmp_path):
@@ -143,6 +153,19 @@ def test_paths_outside_the_roots_are_refused(server, archive_root, tmp_path):
         assert response.status_code == 403 and "outside the archive roots" in response.json()["error"], path
     assert server.post("/index", json={"paths": [str(archive_root / "missing.tif")]}).status_code == 404
     (archive_root / "escape.tif").unlink()
+    nul = server.post("/index", json={"paths": [f"{archive_root}/a\x00b.tif"]})
+    assert nul.status_code == 422 and nul.json()["error"] == "body.paths.0: Value error, holds a NUL character"
+
+
+def test_a_job_whose_every_path_fails_ends_failed(server, archive_root):
+    (archive_root / "notes.tif").write_text("not a raster")
+    job_id = server.post("/index", json={"paths": [str(archive_root / "notes.tif")]}).json()["job_id"]
+    deadline, status = time.monotonic() + 60, {"state": "queued"}
+    while status["state"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status = server.get(f"/jobs/{job_id}").json()
+    assert status["state"] == "failed" and "cannot be opened as a raster" in status["errors"][0]["error"]
+    (archive_root / "notes.tif").unlink()
 
 
 def test_an_index_job_runs_while_searches_succeed(server, archive_root):
@@ -158,7 +181,7 @@ def test_an_index_job_runs_while_searches_succeed(server, archive_root):
     status = server.get(f"/jobs/{job_id}").json()
     assert status["state"] == "done" and status["summary"]["indexed"] == 2 and searches >= 2
     assert status["progress"]["tiles_done"] == status["progress"]["tiles_total"] > 0
-    assert server.get("/health").json()["tiles"] == 36 + 26
+    assert server.get("/health").json()["tiles"] == 52 + 35
     assert server.get("/jobs/no-such-job").status_code == 404
 
 
@@ -170,6 +193,28 @@ def test_schemathesis_finds_no_server_error(server):
     assert result.returncode == 0, result.stdout[-3000:]
 
 
+def test_no_tile_of_an_unfinished_scene_is_served(store, tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy, ignore=shutil.ignore_patterns(".geosearch.lock"))
+    with open_backend(copy) as backend:
+        archive = Archive.open(backend, "tiles")
+        path = archive.scenes()[1]["path"]
+        pending = cut_short(archive, path, 5)
+        complete = archive.tile_count()
+    served = Server(copy)
+    try:
+        assert served.get("/health").json()["tiles"] == complete
+        hits = served.post("/search", json={"bbox": BOX, "k": 100, "include_self": True, "dedup": False}).json()
+        assert len(hits["features"]) == complete and not {f["properties"]["tile_id"] for f in hits["features"]} & \
+            set(pending)
+        for response in (served.post("/search", json={"tile_id": pending[0]}),
+                         served.get(f"/tiles/{pending[0]}/thumbnail.png")):
+            assert response.status_code == 400 and response.json()["error"] == (
+                f"tile {pending[0]} is of {path}, which is not completely indexed (indexing); index it again")
+    finally:
+        served.stop()
+
+
 def test_the_token_is_enforced(store, tmp_path):
     copy = tmp_path / "store"
     shutil.copytree(store, copy, ignore=shutil.ignore_patterns(".geosearch.lock"))
@@ -179,6 +224,10 @@ def test_the_token_is_enforced(store, tmp_path):
         assert httpx.get(f"{guarded.url}/health").status_code == 401
         wrong = httpx.get(f"{guarded.url}/health", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and "token" in wrong.json()["error"]
+        assert httpx.get(f"{guarded.url}/health", headers={"Authorization": "s3cret"}).status_code == 401
+        assert httpx.get(f"{guarded.url}/health", headers={"Authorization": "bearer  s3cret"}).status_code == 200
+        huge = httpx.post(f"{guarded.url}/search", content=b"[" + b"1," * 100_000 + b"1]")
+        assert huge.status_code == 401  # who asks comes first, then what they send
         assert httpx.get(f"{guarded.url}/openapi.json").status_code == 401
     finally:
         guarded.stop()

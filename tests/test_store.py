@@ -2,25 +2,29 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pytest
 import torch
 
-from conftest import run_geosearch
+from conftest import cut_short, run_geosearch
 from geosearch.data import LANDSAT8_224077, LANDSAT8_224078, shipped_scenes
 from geosearch.embed import plan_scene
 from geosearch.encoder.checkpoint import Checkpoint
 from geosearch.encoder.pretrained import pretrained_encoder
 from geosearch.errors import GeosearchError
 from geosearch.index import index_scenes
+from geosearch.query import Query
+from geosearch.search import search
 from geosearch.store import open_backend
 from geosearch.store.archive import Archive
 from geosearch.store.backend import HNSW_MIN_TILES
@@ -91,6 +95,47 @@ def test_index_remove_and_filter(backend, checkpoint, expected_tiles):
     assert archive.scene(landsat.grid.scene_id) is None
     assert archive.tile_count() == sum(expected_tiles.values()) - expected_tiles[landsat.path]
     assert archive.stats()["scenes_by_status"] == {"complete": len(expected_tiles) - 1}
+
+
+def test_tiles_of_unfinished_scenes_are_never_served(backend, checkpoint, expected_tiles):
+    """Tiles stored for a scene that is not complete are filtered out by the store itself (so k never starves):
+    not searched, not looked up by id, not counted as the archive's; completing the scene serves them."""
+    archive = Archive.open(backend, backend.prefix, checkpoint.model_id, checkpoint.config.dim)
+    planned = [plan_scene(str(p), TILING) for p in (LANDSAT8_224077, LANDSAT8_224078)]
+    index_scenes(archive, checkpoint, planned, TILING, CPU, workers=0)
+    pending = cut_short(archive, str(LANDSAT8_224078), 5)
+    complete = expected_tiles[str(LANDSAT8_224077)]
+    stored = backend.points(archive.collection, pending[:1])[pending[0]]
+    query = Query(stored[0], None, None, None, {})
+    hits = search(archive, query, k=complete + 5, dedup=False)
+    assert len(hits) == complete and not {h.tile_id for h in hits} & set(pending)
+    with pytest.raises(GeosearchError, match=rf"tile {pending[0]} is of {LANDSAT8_224078}, which is not completely "
+                                             r"indexed \(indexing\); index it again"):
+        archive.tile(pending[0])
+    stats = archive.stats()
+    assert stats["tiles"] == complete == sum(r["tiles"] for r in archive.scenes() if r["status"] == "complete")
+    assert stats["tiles_pending"] == 5 and stats["scenes_by_status"] == {"complete": 1, "indexing": 1}
+
+    archive.complete_scene(archive.find_scenes(str(LANDSAT8_224078))[0], 5)
+    assert search(archive, query, k=1, include_self=True)[0].tile_id == pending[0]
+    assert archive.tile_count() == complete + 5 and archive.stats()["tiles_pending"] == 0
+
+
+def test_the_cli_serves_no_tile_of_an_unfinished_scene(tmp_path, small_model, expected_tiles):
+    """`search --tile` on a tile of an unfinished scene says so in one line; `scenes` and `stats` agree."""
+    store = tmp_path / "store"
+    indexed = run_geosearch("index", str(LANDSAT8_224077), str(LANDSAT8_224078), "--store", str(store), "--model",
+                            str(small_model), "-q")
+    assert indexed.returncode == 0, indexed.stderr
+    with open_backend(store) as backend:
+        pending = cut_short(Archive.open(backend, "tiles"), str(LANDSAT8_224078), 5)
+    refused = run_geosearch("search", "--tile", pending[0], "--store", str(store))
+    assert refused.returncode == 1 and [line for line in refused.stderr.splitlines() if line] == [
+        f"Error: tile {pending[0]} is of {LANDSAT8_224078}, which is not completely indexed (indexing); index it again"]
+    records = json.loads(run_geosearch("scenes", "--store", str(store), "--json").stdout)
+    stats = json.loads(run_geosearch("stats", "--store", str(store), "--json").stdout)
+    complete = sum(r["tiles"] for r in records if r["status"] == "complete")
+    assert stats["tiles"] == complete == expected_tiles[str(LANDSAT8_224077)] and stats["tiles_pending"] == 5
 
 
 def test_another_model_is_refused(backend, checkpoint):
@@ -178,7 +223,7 @@ def test_kill_9_mid_run_then_resume(tmp_path, small_model, expected_tiles):
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     lock = store / ".geosearch.lock"
     deadline = time.time() + 60
-    while time.time() < deadline and not (store / "edge" / "tiles").exists():  # wait until it is storing
+    while time.time() < deadline and not (store / "edge" / "tiles__scenes").exists():  # until it is storing
         time.sleep(0.2)
     time.sleep(2.0)
     child.send_signal(signal.SIGKILL)
@@ -189,9 +234,12 @@ def test_kill_9_mid_run_then_resume(tmp_path, small_model, expected_tiles):
         archive = Archive.open(backend, "tiles")
         records = archive.scenes()
         assert any(r["status"] != "complete" for r in records) or len(records) < len(scenes), "killed too late"
-        for record in records:
-            if record["status"] == "complete":
-                assert archive.tile_count(record["scene_id"]) == record["tiles"]
+        complete = {r["scene_id"]: r["tiles"] for r in records if r["status"] == "complete"}
+        for scene_id, tiles in complete.items():
+            assert archive.tile_count(scene_id) == tiles
+        served = archive.nearest(np.ones(32, dtype=np.float32), 10_000)
+        assert {h.payload["scene_id"] for h in served} <= set(complete)
+        assert len(served) == archive.tile_count() == sum(complete.values())
     resumed = run_geosearch(*command[3:-1], "--json")
     assert resumed.returncode == 0, resumed.stderr
     expected = {p: int(survey(p, TilingOptions(tile_size=32)).kept.sum()) for p in scenes}
@@ -201,6 +249,25 @@ def test_kill_9_mid_run_then_resume(tmp_path, small_model, expected_tiles):
         assert archive.tile_count() == sum(expected.values())
         ids = [i for r in archive.scenes() for i, _ in archive.tiles(r["scene_id"])]
         assert len(ids) == len(set(ids)) == sum(expected.values())
+
+
+def test_a_killed_runs_workers_do_not_hold_the_store(tmp_path, small_model):
+    """Reader processes are forked from the run and share its open files; once the run is killed, its store can be
+    opened at once, while those workers are still alive (they take seconds to notice)."""
+    store = tmp_path / "store"
+    child = subprocess.Popen([sys.executable, "-m", "geosearch", "index", *map(str, shipped_scenes()), "--store",
+                              str(store), "--model", str(small_model), "--tile-size", "16", "--workers", "1", "-q"])
+    children, workers, deadline = Path(f"/proc/{child.pid}/task/{child.pid}/children"), [], time.time() + 60
+    while not workers and child.poll() is None and time.time() < deadline:  # until it reads tiles
+        time.sleep(0.1)
+        workers = children.read_text().split()
+    time.sleep(0.5)
+    assert child.poll() is None and workers, "killed too late"
+    child.kill()
+    child.wait()
+    with open_backend(store) as backend:
+        assert Archive.open(backend, "tiles").scenes()
+        assert any(Path(f"/proc/{pid}").exists() for pid in workers), "the workers were gone already"
 
 
 def test_a_second_process_gets_store_in_use(tmp_path):
@@ -220,6 +287,46 @@ with open_backend({str(store)!r}):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_collection_is_a_plain_name(backend):
+    for name in ("../../x", "a/b", "/abs", ".hidden", "", "x" * 65, "tiles\n", "sp ace"):
+        with pytest.raises(GeosearchError, match="give a name of 1 to 64 letters"):
+            Archive.open(backend, name, "m", 4)
+    assert Archive.open(backend, "Tiles_2.v-1", "m", 4).collection == "Tiles_2.v-1"
+
+
+def test_a_collection_name_that_is_a_path_writes_nothing(tmp_path, small_model):
+    """From the option, the environment or the config file: one line, exit 1, nothing written anywhere."""
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    config = tmp_path / "config.toml"
+    config.write_text('[stats]\ncollection = "../x"\n')
+    message = "collection '../../x': give a name of 1 to 64 letters, digits, '_', '-' or '.' (not first)"
+    runs = {message: run_geosearch("index", str(LANDSAT8_224078), "--store", "store", "--model", str(small_model),
+                                   "--collection", "../../x", cwd=work),
+            message.replace("../../x", "a/../../x"): run_geosearch("stats", "--store", "store", cwd=work,
+                                                                   env={"GEOSEARCH_COLLECTION": "a/../../x"}),
+            f"{config}: [stats] " + message.replace("../../x", "../x"): run_geosearch(
+                "stats", "--store", "store", cwd=work, env={"GEOSEARCH_CONFIG": str(config)})}
+    for line, result in runs.items():
+        assert result.returncode == 1 and [e for e in result.stderr.splitlines() if e] == [f"Error: {line}"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b", "config.toml"]
+
+
+@pytest.mark.parametrize("url", ["ftp://x y", "http://[::1", "http://localhost:99999", "http://h:port", "http://",
+                                 "localhost:6333", "file://", "http://a b:6333"])
+def test_a_malformed_qdrant_url_is_one_clear_error(url):
+    with pytest.raises(GeosearchError, match=rf"^Qdrant URL '{re.escape(url)}' is malformed: give http\[s\]://HOST"), \
+            open_backend(url=url):
+        pass
+
+
+def test_a_malformed_qdrant_url_fails_before_any_work():
+    result = run_geosearch("stats", "--qdrant-url", "ftp://x y")
+    assert result.returncode == 1 and [line for line in result.stderr.splitlines() if line] == [
+        "Error: Qdrant URL 'ftp://x y' is malformed: give http[s]://HOST[:PORT] for a server, or file:///DIR for "
+        "qdrant-client's local mode"]
 
 
 def test_unreachable_server_fails_fast():
@@ -269,10 +376,11 @@ def test_full_disk_is_refused_before_writing(small_disk, small_model):
     full = run_geosearch("index", str(LANDSAT8_224077), *args)
     assert full.returncode == 1
     lines = [line for line in full.stderr.splitlines() if line]
-    assert len(lines) == 1 and "MiB free, but storing 20 tiles needs about" in lines[0]
+    planned = len(survey(str(LANDSAT8_224077), TilingOptions()).grid)
+    assert len(lines) == 1 and f"MiB free, but storing {planned} tiles needs about" in lines[0]
     filler.unlink()
     stats = json.loads(run_geosearch("stats", "--store", str(store), "--json").stdout)
-    assert stats["scenes_by_status"] == {"complete": 1} and stats["tiles"] == 16  # intact
+    assert stats["scenes_by_status"] == {"complete": 1} and stats["tiles"] == 22  # intact: 224078 on the aligned grid
     assert run_geosearch("index", str(LANDSAT8_224077), *args).returncode == 0
 
 
@@ -289,4 +397,4 @@ def test_read_only_disk_is_one_clear_error(small_disk, small_model):
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
     stats = json.loads(run_geosearch("stats", "--store", str(store), "--json").stdout)
-    assert stats["scenes_by_status"] == {"complete": 1} and stats["tiles"] == 16
+    assert stats["scenes_by_status"] == {"complete": 1} and stats["tiles"] == 22  # 224078 on the aligned grid

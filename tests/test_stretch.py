@@ -5,11 +5,12 @@ import pytest
 import rasterio
 
 from geosearch.data import AERIAL_3857, LANDSAT8_224077, LANDSAT8_224078
+from geosearch.grid import GridMode
 from geosearch.stretch import Stretch
 from geosearch.tiling import TilingOptions, plan_grid, read_tiles
 from support import write_mosaic_vrt
 
-OPTIONS = TilingOptions()
+OPTIONS = TilingOptions(grid=GridMode.SCENE)
 
 
 def full_resolution_percentiles(path, bands=(3, 2, 1), q=(2, 98)):
@@ -86,7 +87,7 @@ def test_a_recorded_stretch_is_reused():
 
 
 def test_percentiles_are_an_option():
-    with TilingOptions(percentiles=(0.5, 99.5)).open(str(LANDSAT8_224078)) as wide, OPTIONS.open(
+    with TilingOptions(percentiles=(0.5, 99.5), grid=GridMode.SCENE).open(str(LANDSAT8_224078)) as wide, OPTIONS.open(
         str(LANDSAT8_224078)
     ) as default:
         assert all(w < d for w, d in zip(wide.stretch.low, default.stretch.low, strict=True))

@@ -25,7 +25,8 @@ from geosearch.encoder.default import open_model
 from geosearch.encoder.device import describe_device, resolve_device
 from geosearch.errors import SceneError
 from geosearch.export import check_output_path, scenes_frame, write_features
-from geosearch.index import index_scenes
+from geosearch.grid import GridMode
+from geosearch.index import archive_grid, archive_stretches, index_scenes
 from geosearch.store.archive import Archive
 from geosearch.store.backend import HNSW_MIN_TILES
 from geosearch.tiling import TilingOptions
@@ -49,13 +50,18 @@ def index(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str
     given = None if acquired == "auto" else parse_date(acquired)
     checkpoint = open_model(model_spec)
     torch_device = resolve_device(device)
-    with open_archive(store, qdrant_url, api_key, collection, checkpoint.model_id, checkpoint.config.dim) as archive:
+    grid = GridMode(kwargs["grid"]) if kwargs["grid"] else None
+    with open_archive(store, qdrant_url, api_key, collection, checkpoint.model_id, checkpoint.config.dim,
+                      grid or GridMode.ALIGNED) as archive:
         summary, failures = index_into(archive, paths, tiling_from(kwargs), checkpoint, torch_device,
-                                       show=not (quiet or as_json), acquired=given, auto_acquired=acquired == "auto",
-                                       force=force, batch_size=batch_size, workers=workers, compile=compile_model)
+                                       show=not (quiet or as_json), grid=grid, stretch_from=kwargs["stretch_from"],
+                                       acquired=given, auto_acquired=acquired == "auto", force=force,
+                                       batch_size=batch_size, workers=workers, compile=compile_model)
     if as_json:
         click.echo(json.dumps(summary | {"errors": [{"path": f.path, "error": f.problem} for f in failures]}, indent=2))
     elif not quiet:
+        for note in summary["retiled"] + summary["off_lattice"]:
+            click.echo(f"note: {note}")
         click.echo(f"{summary['indexed']} scene(s) indexed, {summary['unchanged']} unchanged, {len(failures)} failed: "
                    f"{summary['tiles_stored']} tiles stored, {summary['tiles_skipped']} skipped, "
                    f"{summary['seconds']:.1f} s ({summary['tiles_per_s']} tiles/s); "
@@ -66,22 +72,26 @@ def index(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str
 
 
 def index_into(archive: Archive, paths: list[str], options: TilingOptions, checkpoint: Checkpoint,
-               device: torch.device, show: bool, **index_options) -> tuple[dict, list[SceneError]]:
-    """Plan, embed and store the scenes, then build HNSW where the store's rule calls for it; returns the
-    summary and every scene that failed. `show`: progress bars and the model/store line."""
+               device: torch.device, show: bool, grid: GridMode | None = None, stretch_from: tuple[str, ...] = (),
+               **index_options) -> tuple[dict, list[SceneError]]:
+    """Plan, embed and store the scenes on the archive's grid (`grid`: the one asked for, if any) with its
+    stretches, then build HNSW where the store's rule calls for it; returns the summary and every scene that
+    failed. `show`: progress bars and the model/store line."""
     start = time.perf_counter()
     if show:
         click.echo(f"model {checkpoint.model_id} on {describe_device(device)}, "
                    f"store {archive.backend.location} ({archive.collection})")
-    planned, failures = plan_all(paths, options)
+    options = archive_grid(archive, options, grid)
+    profiles = archive_stretches(archive, options, stretch_from)
+    planned, failures = plan_all(paths, options, profiles)
     with Progress(*PROGRESS_COLUMNS, console=stderr, disable=not show, transient=True) as progress:
         task = progress.add_task("tiles", total=sum(len(p.grid) for p in planned))
-        report = index_scenes(archive, checkpoint, planned, options, device,
+        report = index_scenes(archive, checkpoint, planned, options, device, profiles=profiles,
                               on_tiles=lambda n: progress.advance(task, n), **index_options)
     with stderr.status("building the HNSW graph (minutes for a large archive)") \
             if show and archive.tile_count() >= HNSW_MIN_TILES else nullcontext():
         graph_start = time.perf_counter()
-        built = archive.optimize()
+        built = archive.optimize() and archive.backend.indexed_count(archive.collection) > 0
         graph_seconds = time.perf_counter() - graph_start
     for error in report.failed:
         print_error(error)
@@ -91,6 +101,7 @@ def index_into(archive: Archive, paths: list[str], options: TilingOptions, check
                "tiles_skipped": report.tiles_skipped, "tiles_in_store": archive.tile_count(),
                "tiles_in_hnsw": archive.backend.indexed_count(archive.collection),
                "hnsw_seconds": round(graph_seconds, 3) if built else 0, "seconds": round(seconds, 3),
+               "grid": str(options.grid), "retiled": report.retiled, "off_lattice": report.off_lattice,
                "tiles_per_s": round(report.tiles_stored / seconds, 2) if seconds else None}
     return summary, failures + report.failed
 

@@ -46,7 +46,7 @@ def embed(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str
     if not (quiet or as_json):
         click.echo(f"model {checkpoint.model_id} ({checkpoint.config.dim}-d) on {describe_device(torch_device)}")
     start = time.perf_counter()
-    planned, failures = plan_all(paths, options)
+    planned, failures = plan_all(paths, options, options.profile_stretches(stretch_from=kwargs["stretch_from"]))
     results = embed_scenes(checkpoint.encoder(), planned, options, torch_device, batch_size, workers, compile_model)
     with Progress(*PROGRESS_COLUMNS, console=stderr, disable=quiet or as_json, transient=True) as progress:
         task = progress.add_task("tiles", total=sum(len(p.grid) for p in planned))

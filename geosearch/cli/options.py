@@ -10,10 +10,11 @@ from geosearch.cli.main import log, print_error
 from geosearch.embed import DEFAULT_BATCH_SIZE, PlannedScene, plan_scenes
 from geosearch.encoder.device import DEVICES
 from geosearch.errors import GeosearchError, ModelMismatch, SceneError
-from geosearch.grid import EdgeMode
+from geosearch.grid import EdgeMode, GridMode
 from geosearch.scene import find_scenes
-from geosearch.store import open_backend
+from geosearch.store import check_collection, open_backend
 from geosearch.store.archive import Archive
+from geosearch.stretch import ProfileStretches, Stretch, StretchMode, parse_stretch
 from geosearch.tiling import DEFAULT_MIN_VALID, DEFAULT_TILE_SIZE, TilingOptions
 
 
@@ -22,6 +23,15 @@ def _bands(_ctx: click.Context, _param: click.Parameter, value: str | None) -> t
         return None
     try:
         return parse_bands(value)
+    except GeosearchError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _stretch(_ctx: click.Context, _param: click.Parameter, value: str | None) -> StretchMode | Stretch | None:
+    if value is None:
+        return None
+    try:
+        return parse_stretch(value)
     except GeosearchError as error:
         raise click.BadParameter(str(error)) from None
 
@@ -60,6 +70,16 @@ def tiling_options(command: Callable) -> Callable:
         click.option("--nodata", type=float, help="Treat this value as nodata (overrides the file's)."),
         click.option("--min-valid", type=click.FloatRange(0, 1), default=DEFAULT_MIN_VALID, show_default=True,
                      envvar="GEOSEARCH_MIN_VALID", help="Skip tiles with a smaller fraction of valid pixels."),
+        click.option("--grid", type=click.Choice([mode.value for mode in GridMode]), envvar="GEOSEARCH_GRID",
+                     help="aligned: tiles on a lattice fixed in the CRS, so the same ground is the same tile in "
+                          "every scene; scene: from each scene's corner. [default: aligned, or the archive's]"),
+        click.option("--stretch", callback=_stretch, metavar="archive|scene|LO,HI[,LO,HI,LO,HI]",
+                     envvar="GEOSEARCH_STRETCH",
+                     help="To 8 bits by one stretch per radiometric profile (archive), each scene's own 2-98 % "
+                          "(scene), or fixed limits. [default: archive]"),
+        click.option("--stretch-from", multiple=True, type=click.Path(dir_okay=False), metavar="SCENE",
+                     help="Set the profile's archive stretch from these scenes' pooled values (repeatable). "
+                          "[default: the first scene of each profile]"),
     ]
     for option in reversed(options):
         command = option(command)
@@ -75,6 +95,8 @@ def tiling_from(kwargs: dict) -> TilingOptions:
         bands=kwargs["bands"],
         nodata=kwargs["nodata"],
         min_valid=kwargs["min_valid"],
+        grid=GridMode(kwargs["grid"] or GridMode.ALIGNED),
+        stretch=kwargs["stretch"] or StretchMode.ARCHIVE,
     )
 
 
@@ -104,6 +126,7 @@ def store_options(command: Callable) -> Callable:
                      help="A Qdrant server or cluster (http[s]://…), or file:///DIR for qdrant-client's local mode."),
         click.option("--api-key", envvar="GEOSEARCH_QDRANT_API_KEY", help="API key of the Qdrant server."),
         click.option("--collection", default="tiles", show_default=True, envvar="GEOSEARCH_COLLECTION",
+                     callback=lambda _ctx, _param, name: check_collection(name),
                      help="Collection (one embedding space) within the store."),
     ]
     for option in reversed(options):
@@ -113,10 +136,13 @@ def store_options(command: Callable) -> Callable:
 
 @contextmanager
 def open_archive(store: str | None, qdrant_url: str | None, api_key: str | None, collection: str,
-             model_id: str | None = None, dim: int | None = None) -> Iterator[Archive]:
-    with open_backend(store, qdrant_url, api_key) as backend:
+                 model_id: str | None = None, dim: int | None = None,
+                 grid: str = GridMode.ALIGNED) -> Iterator[Archive]:
+    """The archive in the store; with a model id and dim, created (cut by `grid`) if it is not there yet, and
+    the store with it."""
+    with open_backend(store, qdrant_url, api_key, create=model_id is not None) as backend:
         try:
-            archive = Archive.open(backend, collection, model_id, dim)
+            archive = Archive.open(backend, collection, model_id, dim, grid)
         except ModelMismatch as error:
             from geosearch.encoder.default import name_of  # loads models: only on this path
 
@@ -125,9 +151,10 @@ def open_archive(store: str | None, qdrant_url: str | None, api_key: str | None,
         yield archive
 
 
-def plan_all(paths: list[str], options: TilingOptions) -> tuple[list[PlannedScene], list[SceneError]]:
+def plan_all(paths: list[str], options: TilingOptions,
+             profiles: ProfileStretches | None = None) -> tuple[list[PlannedScene], list[SceneError]]:
     """plan_scenes, saying on stderr which scenes failed and which have only assumed band roles."""
-    planned, failures = plan_scenes(paths, options)
+    planned, failures = plan_scenes(paths, options, profiles)
     for error in failures:
         print_error(error)
     for scene in planned:

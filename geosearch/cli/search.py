@@ -30,7 +30,7 @@ def _within(value: str) -> shapely.Geometry:
     if len(bounds) != 4:
         raise GeosearchError(f"--within {value!r}: give MINLON,MINLAT,MAXLON,MAXLAT or a polygon file")
     box = Box.parse(tuple(bounds))
-    return box.polygon(box.crs)
+    return box.lonlat()
 
 
 def print_hits(hits: list[Result]) -> None:

@@ -21,15 +21,18 @@ def _advance(progress: Progress, task: TaskID, done: int, total: int) -> None:
     progress.update(task, completed=done, total=total)
 
 
-def _survey_all(paths: list[str], options: TilingOptions, quiet: bool) -> tuple[list[Survey], list[SceneError]]:
-    """Survey each scene with a progress bar; a bad scene is reported and the rest go on."""
+def _survey_all(paths: list[str], options: TilingOptions, stretch_from: tuple[str, ...],
+                quiet: bool) -> tuple[list[Survey], list[SceneError]]:
+    """Survey each scene with a progress bar, one stretch per profile as the options say; a bad scene is reported
+    and the rest go on."""
     surveys, failures = [], []
+    profiles = options.profile_stretches(stretch_from=stretch_from)
     with Progress(*PROGRESS_COLUMNS, console=stderr, disable=quiet, transient=True) as progress:
         scenes = progress.add_task("scenes", total=len(paths))
         for path in paths:
             tiles = progress.add_task(Path(path).name, total=None)
             try:
-                surveys.append(survey(path, options, partial(_advance, progress, tiles)))
+                surveys.append(survey(path, options, partial(_advance, progress, tiles), profiles))
             except SceneError as error:
                 failures.append(error)
                 print_error(error)
@@ -65,10 +68,10 @@ def _report(surveys: list[Survey], failures: list[SceneError], seconds: float, o
         click.echo(f"wrote {out}")
 
 
-def _tile(paths: list[str], options: TilingOptions, out: Path | None, include_skipped: bool, as_json: bool,
-          quiet: bool) -> None:
+def _tile(paths: list[str], options: TilingOptions, stretch_from: tuple[str, ...], out: Path | None,
+          include_skipped: bool, as_json: bool, quiet: bool) -> None:
     start = time.perf_counter()
-    surveys, failures = _survey_all(paths, options, quiet or as_json)
+    surveys, failures = _survey_all(paths, options, stretch_from, quiet or as_json)
     if out and surveys:
         frame = pd.concat([s.to_frame(include_skipped) for s in surveys], ignore_index=True)
         write_features(gpd.GeoDataFrame(frame, geometry="geometry", crs=4326), out)
@@ -89,4 +92,4 @@ def tile(scenes: tuple[str, ...], recursive: bool, out: str | None, include_skip
     """Cut SCENES (files, or directories of rasters) into tiles and report the grid with footprints."""
     out_path = check_output_path(out) if out else None
     paths = scene_paths(scenes, recursive)
-    _tile(paths, tiling_from(kwargs), out_path, include_skipped, as_json, quiet)
+    _tile(paths, tiling_from(kwargs), kwargs["stretch_from"], out_path, include_skipped, as_json, quiet)

@@ -7,6 +7,7 @@ import click
 from rich.progress import Progress
 
 from geosearch.cli.main import PROGRESS_COLUMNS, cli, stderr
+from geosearch.cli.options import model_options, tiling_from, tiling_options
 from geosearch.encoder.default import open_model
 from geosearch.encoder.device import DEVICES, resolve_device
 from geosearch.errors import GeosearchError
@@ -71,3 +72,28 @@ def evaluate(model_spec: str, dataset: str, split: str | None, out: str, device:
                                 Path(out))
     click.echo(f"mAP {result.map:.4f}, P@10 {result.precision_at[10]:.4f} over {result.queries} queries; "
                f"wrote {json_path} and {md_path}")
+
+
+@cli.command("same-place")
+@click.argument("scene_a", type=click.Path(dir_okay=False))
+@click.argument("scene_b", type=click.Path(dir_okay=False))
+@tiling_options
+@model_options
+@click.option("--stride-b", type=click.IntRange(min=1),
+              help="Cut SCENE_B at this stride (with --grid scene, half a tile finds a well-overlapping twin).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rates as JSON.")
+def same_place(scene_a: str, scene_b: str, model_spec: str, device: str, batch_size: int, workers: int | None,
+               compile_model: bool, stride_b: int | None, as_json: bool, **kwargs) -> None:
+    """How well search works on your imagery: every tile of SCENE_A over SCENE_B (two overlapping scenes) queries
+    SCENE_B's tiles; the rates at which the tile of the same ground comes first and in the top 10."""
+    from training.places import same_place as measure
+
+    options = tiling_from(kwargs)
+    result = measure(scene_a, scene_b, open_model(model_spec), options, resolve_device(device), stride_b, batch_size,
+                     workers, kwargs["stretch_from"])
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    click.echo(f"same place at rank 1: {result.rank1:.1%}, in the top 10: {result.rank10:.1%} "
+               f"({result.queries} tiles of {scene_a} over {scene_b}, {result.gallery} tiles searched; "
+               f"--grid {options.grid}, --stretch {options.stretch if isinstance(options.stretch, str) else 'fixed'})")

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -25,7 +25,7 @@ from geosearch.encoder.checkpoint import Checkpoint
 from geosearch.encoder.device import describe_device
 from geosearch.errors import GeosearchError
 from geosearch.export import scenes_frame
-from geosearch.index import index_scenes
+from geosearch.index import archive_grid, archive_stretches, index_scenes
 from geosearch.query import Box, build_query, tile_pixels
 from geosearch.search import Filters, hits_frame, search
 from geosearch.store.archive import Archive
@@ -34,29 +34,42 @@ from geosearch.tiling import TilingOptions
 MAX_BODY_BYTES = 64 * 1024
 
 
+def _no_nul(text: str) -> str:
+    """No path, id, CRS or date holds a NUL, and the file system refuses one with an error of its own."""
+    if "\0" in text:
+        raise ValueError("holds a NUL character")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
 class SearchRequest(BaseModel):
     """A box with its CRS, or a tile id; k; the CLI's filters."""
 
     bbox: Annotated[list[float], Field(min_length=4, max_length=4)] | None = None
-    crs: str = "EPSG:4326"
-    tile_id: str | None = None
+    crs: Text = "EPSG:4326"
+    tile_id: Text | None = None
     k: Annotated[int, Field(ge=1, le=1000)] = 20
     within: Annotated[list[float], Field(min_length=4, max_length=4, description="lon/lat box")] | None = None
-    scenes: list[str] = []
-    after: str | None = None
-    before: str | None = None
+    scenes: list[Text] = []
+    after: Text | None = None
+    before: Text | None = None
     min_score: Annotated[float, Field(ge=-1, le=1)] | None = None
     include_self: bool = False
     dedup: bool = True
 
 
 class IndexRequest(BaseModel):
-    paths: Annotated[list[str], Field(min_length=1, max_length=10_000)]
+    paths: Annotated[list[Text], Field(min_length=1, max_length=10_000)]
     force: bool = False
 
 
 @dataclass
 class Job:
+    """An index job. It ends "failed" when it could index none of its paths (its errors say why), else "done"
+    (with the errors of the paths that failed, if any)."""
+
     id: str
     paths: list[str]
     state: str = "queued"  # queued, running, done, failed
@@ -76,7 +89,8 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes (413) before the application reads them."""
+    """Refuse request bodies over `limit` bytes (413), announced or sent in chunks: the body is read here, up to the
+    limit, before the application sees any of it (an error raised while the application reads would be its own)."""
 
     def __init__(self, app: ASGIApp, limit: int):
         self.app, self.limit = app, limit
@@ -84,20 +98,29 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        too_large = _error(413, f"request body over {self.limit} bytes")
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return await _error(413, f"request body over {self.limit} bytes")(scope, receive, send)
-        received = 0
-
-        async def limited() -> dict:
-            nonlocal received
+            return await too_large(scope, receive, send)
+        body, more = b"", True
+        while more:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:
-                raise HTTPException(413, f"request body over {self.limit} bytes")
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return None
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                return await too_large(scope, receive, send)
+            more = message.get("more_body", False)
+        replayed = False
 
-        return await self.app(scope, limited, send)
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
 
 
 @dataclass
@@ -130,8 +153,9 @@ class Service:
     def run_index(self, job: Job, force: bool) -> None:
         job.state = "running"
         try:
-            tiling = TilingOptions()
-            planned, failures = plan_scenes(job.paths, tiling)
+            tiling = archive_grid(self.archive, TilingOptions(), None)
+            profiles = archive_stretches(self.archive, tiling)
+            planned, failures = plan_scenes(job.paths, tiling, profiles)
             job.errors += [{"path": e.path, "error": e.problem} for e in failures]
             job.tiles_total = sum(len(p.grid) for p in planned)
 
@@ -139,28 +163,30 @@ class Service:
                 job.tiles_done += tiles
 
             report = index_scenes(self.archive, self.checkpoint, planned, tiling, self.device, force=force,
-                                  workers=0, on_tiles=advance)
+                                  profiles=profiles, workers=0, on_tiles=advance)
             self.archive.optimize()
             job.errors += [{"path": e.path, "error": e.problem} for e in report.failed]
             job.summary = {"indexed": len(report.indexed), "unchanged": len(report.unchanged),
                            "failed": len(job.errors), "tiles_stored": report.tiles_stored,
-                           "tiles_skipped": report.tiles_skipped}
-            job.state = "done"
+                           "tiles_skipped": report.tiles_skipped, "retiled": report.retiled,
+                           "off_lattice": report.off_lattice}
+            job.state = "done" if report.indexed or report.unchanged else "failed"
         except Exception as error:  # a job reports its failure; the server goes on
             job.errors.append({"path": None, "error": str(error).split("\n")[0]})
             job.state = "failed"
 
 
 def create_app(service: Service) -> ASGIApp:
-    """The API, behind the request-body limit."""
+    """The API: the token is checked first, then the request-body limit."""
     app = FastAPI(title="geosearch", version=__version__,
                   description="Search an archive of satellite and aerial scenes by what the land looks like.")
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)  # inside the token check, which is added after it
 
     @app.middleware("http")
     async def check_token(request: Request, call_next):
         if service.token:
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(given.encode(), service.token.encode()):
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), service.token.encode()):
                 return _error(401, "missing or wrong token (send 'Authorization: Bearer TOKEN')")
         return await call_next(request)
 
@@ -194,10 +220,12 @@ def create_app(service: Service) -> ASGIApp:
     @app.post("/search")
     def search_endpoint(request: SearchRequest) -> JSONResponse:
         archive = service.archive
+        if (request.bbox is None) == (request.tile_id is None):
+            raise GeosearchError("give one query: bbox (with crs) or tile_id")
         within = Box.parse(tuple(request.within)) if request.within else None
-        filters = Filters.of(archive, within=within.polygon(within.crs) if within else None,
+        filters = Filters.of(archive, within=within.lonlat() if within else None,
                              scenes=request.scenes, after=request.after, before=request.before,
-                             min_score=request.min_score)
+                             min_score=request.min_score, prefix="")
         query = build_query(archive, bbox=tuple(request.bbox) if request.bbox else None, crs=request.crs,
                             tile=request.tile_id, encoder=lambda: (service.encoder, service.device))
         hits = search(archive, query, request.k, filters, request.include_self, request.dedup)
@@ -245,4 +273,4 @@ def create_app(service: Service) -> ASGIApp:
             return _error(404, f"no job {job_id}")
         return JSONResponse(job.to_dict())
 
-    return BodyLimit(app, MAX_BODY_BYTES)
+    return app

@@ -2,9 +2,12 @@
 
 import fcntl
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlsplit
 
 from geosearch.errors import GeosearchError
 from geosearch.store.backend import Backend
@@ -15,10 +18,66 @@ def default_store_path() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "geosearch" / "store"
 
 
+_COLLECTION = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
+
+
+def check_collection(name: str) -> str:
+    """A collection is a folder of the embedded store and part of a server's URLs: a plain name, never a path."""
+    if not _COLLECTION.fullmatch(name):
+        raise GeosearchError(f"collection {name!r}: give a name of 1 to 64 letters, digits, '_', '-' or '.' "
+                             "(not first)")
+    return name
+
+
+def check_url(url: str) -> str:
+    """A Qdrant URL as geosearch takes it: http[s]://HOST[:PORT][/PREFIX], or file:///DIR for qdrant-client's
+    local mode. Checked here, since the client's own parser fails with a traceback."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (reading it checks the port: out of range or not a number raises ValueError)
+        server = parts.scheme in ("http", "https") and parts.hostname is not None
+    except ValueError:  # that, or an unclosed [IPv6 address]
+        server = False
+    local = url.startswith("file:///") and len(url) > len("file:///")
+    if not (server or local) or " " in url or not url.isprintable():
+        raise GeosearchError(f"Qdrant URL {url!r} is malformed: give http[s]://HOST[:PORT] for a server, or "
+                             "file:///DIR for qdrant-client's local mode")
+    return url
+
+
+_held: dict[Path, TextIO] = {}  # the stores this process holds (resolved folders) and their lock files
+
+
+def _close_stores_in_child() -> None:
+    """A forked child (a DataLoader worker) shares the store's open files, and with them its locks: ours and those
+    on Qdrant's write-ahead logs. It closes them, so that the locks go with the process that took them, and the
+    workers of a killed run cannot hold the store for the seconds they take to notice."""
+    roots = list(_held)
+    for handle in _held.values():
+        handle.close()
+    _held.clear()
+    fds = Path("/proc/self/fd")
+    if not roots or not fds.is_dir():  # elsewhere than Linux, the workers keep their copies until they exit
+        return
+    for entry in list(fds.iterdir()):
+        try:
+            target = Path(os.readlink(entry))
+        except OSError:  # the listing's own descriptor, closed by now
+            continue
+        if any(target.is_relative_to(root) for root in roots):
+            os.close(int(entry.name))
+
+
+os.register_at_fork(after_in_child=_close_stores_in_child)
+
+
 @contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
+def _exclusive(path: Path, create: bool) -> Iterator[None]:
     """Hold the store's lock file for as long as it is open. The kernel drops the lock when the process dies,
-    kill -9 included, so a crashed run never leaves the store locked."""
+    kill -9 included, so a crashed run never leaves the store locked. Without `create`, a missing store is an
+    error: a mistyped --store must not leave an empty store behind."""
+    if not create and not path.is_dir():
+        raise GeosearchError(f"no store at {path}; index some scenes first")
     try:
         path.mkdir(parents=True, exist_ok=True)
         handle = open(path / ".geosearch.lock", "a+")  # noqa: SIM115  (held open for the whole context)
@@ -36,18 +95,21 @@ def _exclusive(path: Path) -> Iterator[None]:
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
+        _held[path.resolve()] = handle
         yield
     finally:
+        _held.pop(path.resolve(), None)
         handle.close()
 
 
 @contextmanager
 def open_backend(
-    store: str | Path | None = None, url: str | None = None, api_key: str | None = None
+    store: str | Path | None = None, url: str | None = None, api_key: str | None = None, create: bool = True
 ) -> Iterator[Backend]:
     """The store to use: a Qdrant server at `url` (http/https), qdrant-client's local mode at a `file://` URL,
-    or else the embedded Qdrant Edge store at `store` (default: default_store_path())."""
-    if url and not url.startswith("file://"):
+    or else the embedded Qdrant Edge store at `store` (default: default_store_path()). A local store's folder is
+    made only with `create`."""
+    if url and not check_url(url).startswith("file://"):
         from geosearch.store.client_backend import ClientBackend
 
         backend = ClientBackend.connect(url, api_key)
@@ -57,7 +119,7 @@ def open_backend(
             backend.close()
         return
     path = Path(url.removeprefix("file://")) if url else Path(store or default_store_path())
-    with _exclusive(path):
+    with _exclusive(path, create):
         if url:
             from geosearch.store.client_backend import ClientBackend
 

@@ -3,9 +3,11 @@
 A collection records the model id of its vectors and refuses another model's. A scene is written in three
 steps, so that no crash can leave a scene marked complete that is not:
 1. its record is set to "indexing" and any tiles it already has are deleted;
-2. its tiles are upserted (point ids are deterministic, so a repeated upsert never duplicates);
-3. once every tile is stored and counted, its record is set to "complete".
-A run that dies anywhere before 3 leaves the scene "indexing", and the next run starts it again from 1.
+2. its tiles are upserted (point ids are deterministic, so a repeated upsert never duplicates), with status
+   "indexing" in their payload;
+3. once every tile is stored and counted, its tiles are set to "complete" in one operation, then its record.
+A run that dies anywhere before 3 leaves the scene "indexing", and the next run starts it again from 1. Searches
+and lookups never serve an "indexing" tile: the store's own filter leaves them out (SERVED).
 """
 
 import uuid
@@ -16,14 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from geosearch.errors import GeosearchError, ModelMismatch
-from geosearch.store.backend import Backend
-from geosearch.store.filters import HasId, Match, where
+from geosearch.store import check_collection
+from geosearch.store.backend import Backend, Hit
+from geosearch.store.filters import Filter, HasId, Match, where
 
-TILE_INDEXES = {"scene_id": "keyword", "model_id": "keyword", "centroid": "geo", "min_lon": "float",
-                "min_lat": "float", "max_lon": "float", "max_lat": "float", "acquired": "datetime"}
+TILE_INDEXES = {"scene_id": "keyword", "place_id": "keyword", "model_id": "keyword", "centroid": "geo",
+                "min_lon": "float", "min_lat": "float", "max_lon": "float", "max_lat": "float", "acquired": "datetime",
+                "status": "keyword"}
 RECORD_INDEXES = {"kind": "keyword", "scene_id": "keyword", "status": "keyword"}
 _NAMESPACE = uuid.UUID("0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17")
 _RECORD_VECTOR = np.ones((1, 1), dtype=np.float32)  # scene records carry payload only
+_PENDING = Match("status", "indexing")
+SERVED = Filter(must_not=(_PENDING,))  # must_not: tiles stored before tiles had a status have none, and are served
 
 
 def _record_id(key: str) -> str:
@@ -35,16 +41,19 @@ def _records_of(collection: str) -> str:
 
 
 class Archive:
-    """Tiles of one model in `collection`, scene records in `collection`__scenes."""
+    """Tiles of one model in `collection`, scene records in `collection`__scenes. `grid` is how the archive's
+    scenes are cut (grid.GridMode): archives made before aligned grids record none and are "scene"."""
 
-    def __init__(self, backend: Backend, collection: str, model_id: str, dim: int):
-        self.backend, self.collection, self.model_id, self.dim = backend, collection, model_id, dim
+    def __init__(self, backend: Backend, collection: str, model_id: str, dim: int, grid: str = "scene"):
+        self.backend, self.collection, self.model_id, self.dim, self.grid = backend, collection, model_id, dim, grid
         self.records = _records_of(collection)
 
     @classmethod
-    def open(cls, backend: Backend, collection: str, model_id: str | None = None, dim: int | None = None) -> "Archive":
-        """Open a collection; with a model id and dim, create it if missing and refuse it if it holds another model."""
-        meta_id, records = _record_id(f"collection:{collection}"), _records_of(collection)
+    def open(cls, backend: Backend, collection: str, model_id: str | None = None, dim: int | None = None,
+             grid: str = "aligned") -> "Archive":
+        """Open a collection; with a model id and dim, create it if missing (cut by `grid`) and refuse it if it
+        holds another model."""
+        meta_id, records = _record_id(f"collection:{check_collection(collection)}"), _records_of(collection)
         has_tiles, has_records = backend.has_collection(collection), backend.has_collection(records)
         meta = backend.payloads(records, [meta_id]).get(meta_id) if has_records else None
         if meta is not None:
@@ -53,7 +62,7 @@ class Archive:
                     f"collection {collection!r} in {backend.location} holds vectors of model {meta['model_id']}; "
                     f"this run uses {model_id}: use that model, or another --collection", meta["model_id"]
                 )
-            return cls(backend, collection, meta["model_id"], meta["dim"])
+            return cls(backend, collection, meta["model_id"], meta["dim"], meta.get("grid", "scene"))
         if has_tiles and backend.count(collection) > 0:
             raise GeosearchError(f"collection {collection!r} in {backend.location} was not made by geosearch")
         if model_id is None or dim is None:
@@ -63,11 +72,11 @@ class Archive:
             backend.create_collection(collection, dim, TILE_INDEXES)
         if not has_records:
             backend.create_collection(records, 1, RECORD_INDEXES)
-        meta = {"kind": "collection", "collection": collection, "model_id": model_id, "dim": dim,
+        meta = {"kind": "collection", "collection": collection, "model_id": model_id, "dim": dim, "grid": grid,
                 "created": datetime.now(UTC).isoformat()}
         backend.upsert(records, [meta_id], _RECORD_VECTOR, [meta])
         backend.flush()
-        return cls(backend, collection, model_id, dim)
+        return cls(backend, collection, model_id, dim, grid)
 
     def scene(self, scene_id: str) -> dict | None:
         record_id = _record_id(f"scene:{scene_id}")
@@ -83,6 +92,18 @@ class Archive:
         if not complete:
             raise GeosearchError(f"the archive in {self.backend.location} has no complete scene; index some first")
         return complete
+
+    def stretches(self) -> dict[str, dict]:
+        """The stretch of each radiometric profile, in physical units (stretch.Stretch.to_dict), by profile."""
+        found = self.backend.scroll(self.records, where(Match("kind", "stretch")))
+        return {record["profile"]: record["stretch"] for _, record in found}
+
+    def add_stretch(self, profile: str, stretch: dict, set_by: str) -> None:
+        """Record the stretch every later scene of `profile` is shown with; `set_by` says which scene(s) set it."""
+        record = {"kind": "stretch", "profile": profile, "stretch": stretch, "set_by": set_by,
+                  "created": datetime.now(UTC).isoformat()}
+        self.backend.upsert(self.records, [_record_id(f"stretch:{profile}")], _RECORD_VECTOR, [record])
+        self.backend.flush()
 
     def find_scenes(self, key: str) -> list[dict]:
         """The scenes a user means by `key`: a scene id, or a path (as given, or resolved)."""
@@ -107,14 +128,15 @@ class Archive:
         """Step 2."""
         if vectors.shape[1] != self.dim:
             raise GeosearchError(f"{vectors.shape[1]}-d vectors for a {self.dim}-d collection {self.collection!r}")
-        self.backend.upsert(self.collection, ids, vectors, payloads)
+        self.backend.upsert(self.collection, ids, vectors, [payload | {"status": "indexing"} for payload in payloads])
 
     def complete_scene(self, record: dict, expected: int) -> None:
         """Step 3: mark the scene complete once exactly its `expected` tiles are stored."""
         self.backend.flush()
-        stored = self.tile_count(record["scene_id"])
+        stored = self.tile_count(record["scene_id"], pending=True)
         if stored != expected:
             raise GeosearchError(f"{record['path']}: {stored} tiles stored, {expected} expected; index it again")
+        self.backend.set_payload(self.collection, where(Match("scene_id", record["scene_id"])), {"status": "complete"})
         self._put_record(record | {"kind": "scene", "status": "complete", "tiles": stored,
                                    "indexed_at": datetime.now(UTC).isoformat()})
 
@@ -125,18 +147,29 @@ class Archive:
 
     def remove_scene(self, scene_id: str) -> int:
         """Delete a scene's tiles and its record; returns how many tiles went."""
-        tiles = self.tile_count(scene_id)
+        tiles = self.tile_count(scene_id) + self.tile_count(scene_id, pending=True)
         self.backend.delete(self.collection, where(Match("scene_id", scene_id)))
         self.backend.delete(self.records, where(HasId((_record_id(f"scene:{scene_id}"),))))
         self.backend.flush()
         return tiles
 
-    def tile_count(self, scene_id: str | None = None) -> int:
-        return self.backend.count(self.collection, where(Match("scene_id", scene_id)) if scene_id else None)
+    def tile_count(self, scene_id: str | None = None, pending: bool = False) -> int:
+        """Tiles that searches serve (of complete scenes), or with `pending` those stored for unfinished ones."""
+        state = where(_PENDING) if pending else SERVED
+        return self.backend.count(self.collection, state & where(Match("scene_id", scene_id)) if scene_id else state)
 
     def tile(self, tile_id: str) -> tuple[np.ndarray, dict] | None:
-        """A stored tile's vector and payload, or None."""
-        return self.backend.points(self.collection, [tile_id]).get(tile_id)
+        """A served tile's vector and payload, or None; an error for a tile of a scene that is not complete."""
+        stored = self.backend.points(self.collection, [tile_id]).get(tile_id)
+        if stored and stored[1].get("status") == "indexing":
+            status = (self.scene(stored[1]["scene_id"]) or {}).get("status", "no record")
+            raise GeosearchError(f"tile {tile_id} is of {stored[1]['scene_path']}, which is not completely indexed "
+                                 f"({status}); index it again")
+        return stored
+
+    def nearest(self, vector: np.ndarray, k: int, where: Filter | None = None) -> list[Hit]:
+        """The k served tiles nearest to `vector` that pass `where`."""
+        return self.backend.query(self.collection, vector, k, SERVED & where if where else SERVED)
 
     def tiles(self, scene_id: str) -> Iterator[tuple[str, dict]]:
         return self.backend.scroll(self.collection, where(Match("scene_id", scene_id)))
@@ -152,4 +185,5 @@ class Archive:
             by_status[record["status"]] = by_status.get(record["status"], 0) + 1
         return {"store": self.backend.location, "collection": self.collection, "model_id": self.model_id,
                 "dim": self.dim, "scenes": len(scenes), "scenes_by_status": by_status, "tiles": self.tile_count(),
+                "tiles_pending": self.tile_count(pending=True),
                 "tiles_in_hnsw": self.backend.indexed_count(self.collection)}

@@ -77,6 +77,9 @@ class ClientBackend:
     def delete(self, name: str, where: Filter) -> None:
         self.client.delete(name, points_selector=models.FilterSelector(filter=_filter(where)), wait=True)
 
+    def set_payload(self, name: str, where: Filter, payload: dict) -> None:
+        self.client.set_payload(name, payload, points=models.FilterSelector(filter=_filter(where)), wait=True)
+
     def count(self, name: str, where: Filter | None = None) -> int:
         return self.client.count(name, count_filter=_filter(where), exact=True).count
 

@@ -118,6 +118,10 @@ class EdgeBackend:
         self._shard(name).update(edge.UpdateOperation.delete_points_by_filter(_filter(where)))
 
     @_engine
+    def set_payload(self, name: str, where: Filter, payload: dict) -> None:
+        self._shard(name).update(edge.UpdateOperation.set_payload_by_filter(_filter(where), payload))
+
+    @_engine
     def count(self, name: str, where: Filter | None = None) -> int:
         return self._shard(name).count(edge.CountRequest(filter=_filter(where), exact=True))
 

@@ -38,7 +38,7 @@ from geosearch_qgis.layers import SCENES as SCENES_LAYER
 from geosearch_qgis.settings import Settings
 
 UTM21S = QgsCoordinateReferenceSystem("EPSG:32621")  # the Landsat 8 crops' CRS
-LANDSATS = QgsRectangle(701985, -2807715, 755745, -2776995)
+LANDSATS = QgsRectangle(703035, -2808465, 755745, -2776995)
 DEMO_BOX = QgsRectangle(-54.8315, -25.2208, -54.7783, -25.1723)  # lon/lat, `geosearch demo`'s box
 K = 8
 
@@ -165,8 +165,9 @@ def test_matches_become_a_layer_and_dock_rows(plugin, server):
     (query,) = QgsProject.instance().mapLayersByName(QUERY)
     assert query.crs() == UTM21S and query.extent().contains(demo_box_utm().center())
 
-    # The server's own answer to the same box is the same matches.
-    body = {"bbox": list(demo_box_utm().toRectF().getCoords()), "crs": "EPSG:32621", "k": K}
+    # The server's own answer to the box the drag drew (the demo's box, to the canvas's pixels) is the same matches.
+    drawn = json.loads(features[0]["query"])
+    body = {"bbox": drawn["bbox"], "crs": drawn["crs"], "k": K}
     direct = server.post("/search", body)["features"]
     assert [f["properties"]["tile_id"] for f in direct] == [f["tile_id"] for f in features]
 
@@ -197,8 +198,8 @@ def test_processing_gives_the_same_features(plugin):
     import processing
 
     layer = search_by_drag(plugin)
-    box = demo_box_utm()
-    extent = f"{box.xMinimum()},{box.xMaximum()},{box.yMinimum()},{box.yMaximum()} [EPSG:32621]"
+    west, south, east, north = json.loads(next(layer.getFeatures())["query"])["bbox"]  # the box the drag drew
+    extent = f"{west},{east},{south},{north} [EPSG:32621]"
     Settings(url=plugin.settings.url, k=3).save()  # the algorithm reads the saved settings
     result = processing.run("geosearch:findsimilarpatches", {"EXTENT": extent, "K": K, "OUTPUT": "memory:"})
     output = result["OUTPUT"]
