@@ -106,7 +106,7 @@ def parse_stretch(text: str) -> StretchMode | Stretch:
     """`archive`, `scene`, or fixed limits: `LO,HI` for every band or `LO,HI,LO,HI,LO,HI` for red, green, blue."""
     if text in tuple(StretchMode):
         return StretchMode(text)
-    problem = f"--stretch {text!r}: give archive, scene, LO,HI or LO,HI,LO,HI,LO,HI (red, green, blue)"
+    problem = f"{text!r}: give archive, scene, LO,HI or LO,HI,LO,HI,LO,HI (red, green, blue)"
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
@@ -117,7 +117,7 @@ def parse_stretch(text: str) -> StretchMode | Stretch:
         raise GeosearchError(problem)
     low, high = tuple(values[0::2]), tuple(values[1::2])
     if any(lo >= hi for lo, hi in zip(low, high, strict=True)):
-        raise GeosearchError(f"--stretch {text!r}: each LO must be below its HI")
+        raise GeosearchError(f"{text!r}: each LO must be below its HI")
     return Stretch(low=low, high=high, source="given")  # type: ignore[arg-type]
 
 

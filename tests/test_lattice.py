@@ -122,7 +122,7 @@ def test_parse_stretch():
     assert parse_stretch("100,9000").low == (100, 100, 100)
     assert parse_stretch("1,2,3,4,5,6").high == (2, 4, 6)
     for bad in ("archve", "1,2,3", "5,1", "0,inf", "a,b"):
-        with pytest.raises(GeosearchError, match="--stretch"):
+        with pytest.raises(GeosearchError, match=r"give archive, scene|each LO must be below its HI"):
             parse_stretch(bad)
 
 

@@ -14,26 +14,22 @@ from geosearch.grid import EdgeMode, GridMode
 from geosearch.scene import find_scenes
 from geosearch.store import check_collection, open_backend
 from geosearch.store.archive import Archive
-from geosearch.stretch import ProfileStretches, Stretch, StretchMode, parse_stretch
+from geosearch.stretch import ProfileStretches, StretchMode, parse_stretch
 from geosearch.tiling import DEFAULT_MIN_VALID, DEFAULT_TILE_SIZE, TilingOptions
 
 
-def _bands(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        return parse_bands(value)
-    except GeosearchError as error:
-        raise click.BadParameter(str(error)) from None
+def _parsed_by(parse: Callable[[str], object]) -> Callable:
+    """A click callback that parses an option's text with `parse`; its GeosearchError becomes a usage error."""
 
+    def callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> object:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except GeosearchError as error:
+            raise click.BadParameter(str(error)) from None
 
-def _stretch(_ctx: click.Context, _param: click.Parameter, value: str | None) -> StretchMode | Stretch | None:
-    if value is None:
-        return None
-    try:
-        return parse_stretch(value)
-    except GeosearchError as error:
-        raise click.BadParameter(str(error)) from None
+    return callback
 
 
 def scene_arguments(command: Callable) -> Callable:
@@ -64,7 +60,7 @@ def tiling_options(command: Callable) -> Callable:
                      help="Edge tiles: shift inward to end on the edge, pad with nodata, or drop."),
         click.option("--gsd", type=click.FloatRange(min=0, min_open=True), envvar="GEOSEARCH_GSD",
                      help="Resample to this ground sampling distance in metres. [default: native]"),
-        click.option("--bands", callback=_bands, metavar="B[,G,B]",
+        click.option("--bands", callback=_parsed_by(parse_bands), metavar="B[,G,B]",
                      help="1-based bands to show as red,green,blue, or one band as grey. [default: RGB by colour "
                           "interpretation or band description, else 1,2,3]"),
         click.option("--nodata", type=float, help="Treat this value as nodata (overrides the file's)."),
@@ -73,7 +69,7 @@ def tiling_options(command: Callable) -> Callable:
         click.option("--grid", type=click.Choice([mode.value for mode in GridMode]), envvar="GEOSEARCH_GRID",
                      help="aligned: tiles on a lattice fixed in the CRS, so the same ground is the same tile in "
                           "every scene; scene: from each scene's corner. [default: aligned, or the archive's]"),
-        click.option("--stretch", callback=_stretch, metavar="archive|scene|LO,HI[,LO,HI,LO,HI]",
+        click.option("--stretch", callback=_parsed_by(parse_stretch), metavar="archive|scene|LO,HI[,LO,HI,LO,HI]",
                      envvar="GEOSEARCH_STRETCH",
                      help="To 8 bits by one stretch per radiometric profile (archive), each scene's own 2-98 % "
                           "(scene), or fixed limits. [default: archive]"),
