@@ -46,8 +46,8 @@ def _pixel_to_crs(transform: Affine, cols: np.ndarray, rows: np.ndarray) -> tupl
     return a * cols + b * rows + c, d * cols + e * rows + f
 
 
-def _wrap(degrees: np.ndarray) -> np.ndarray:
-    """Longitude differences folded into [-180, 180), so a step across the antimeridian stays small."""
+def wrap_longitude(degrees: np.ndarray) -> np.ndarray:
+    """Longitudes, or their differences, folded into [-180, 180), so a step across the antimeridian stays small."""
     return (degrees + 180.0) % 360.0 - 180.0
 
 
@@ -69,9 +69,9 @@ def _segments_needed(
         cols = offsets[:, 1:2] + ring[None, :, 0] * size
         rows = offsets[:, 0:1] + ring[None, :, 1] * size
         lon, lat = _to_wgs84(transformer, *_pixel_to_crs(transform, cols, rows))
-        mid_lon = lon[:, 0:-1:2] + _wrap(lon[:, 2::2] - lon[:, 0:-1:2]) / 2
+        mid_lon = lon[:, 0:-1:2] + wrap_longitude(lon[:, 2::2] - lon[:, 0:-1:2]) / 2
         mid_lat = (lat[:, 0:-1:2] + lat[:, 2::2]) / 2
-        dx = _wrap(lon[:, 1::2] - mid_lon) * np.cos(np.radians(lat[:, 1::2]))
+        dx = wrap_longitude(lon[:, 1::2] - mid_lon) * np.cos(np.radians(lat[:, 1::2]))
         dy = lat[:, 1::2] - mid_lat
         if np.nanmax(np.hypot(dx, dy)) * METRES_PER_DEGREE <= tolerance_m:
             return segments

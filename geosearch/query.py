@@ -30,7 +30,7 @@ from geosearch.encoder.default import name_of, open_model
 from geosearch.encoder.device import resolve_device
 from geosearch.encoder.model import Encoder
 from geosearch.errors import GeosearchError
-from geosearch.footprints import WGS84
+from geosearch.footprints import WGS84, wrap_longitude
 from geosearch.grid import GridMode
 from geosearch.index import archive_stretches, open_indexed, tiling_of
 from geosearch.scene import Scene, read_masked
@@ -99,7 +99,7 @@ class Box:
         west, _, east, _ = outline.bounds
         if west >= -180 and east <= 180 and east - west <= 180:
             return outline
-        wrapped = shapely.transform(outline, lambda xy: np.column_stack([(xy[:, 0] + 180) % 360 - 180, xy[:, 1]]))
+        wrapped = shapely.transform(outline, lambda xy: np.column_stack([wrap_longitude(xy[:, 0]), xy[:, 1]]))
         return antimeridian.fix_polygon(wrapped, fix_winding=False)
 
     def describe(self) -> dict:

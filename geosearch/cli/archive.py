@@ -91,16 +91,17 @@ def index_into(archive: Archive, paths: list[str], options: TilingOptions, check
     with stderr.status("building the HNSW graph (minutes for a large archive)") \
             if show and archive.tile_count() >= HNSW_MIN_TILES else nullcontext():
         graph_start = time.perf_counter()
-        built = archive.optimize() and archive.backend.indexed_count(archive.collection) > 0
+        optimized = archive.optimize()
         graph_seconds = time.perf_counter() - graph_start
+    in_hnsw = archive.backend.indexed_count(archive.collection)
     for error in report.failed:
         print_error(error)
     seconds = time.perf_counter() - start
     summary = {"indexed": len(report.indexed), "unchanged": len(report.unchanged),
                "failed": len(failures) + len(report.failed), "tiles_stored": report.tiles_stored,
                "tiles_skipped": report.tiles_skipped, "tiles_in_store": archive.tile_count(),
-               "tiles_in_hnsw": archive.backend.indexed_count(archive.collection),
-               "hnsw_seconds": round(graph_seconds, 3) if built else 0, "seconds": round(seconds, 3),
+               "tiles_in_hnsw": in_hnsw, "hnsw_seconds": round(graph_seconds, 3) if optimized and in_hnsw else 0,
+               "seconds": round(seconds, 3),
                "grid": str(options.grid), "retiled": report.retiled, "off_lattice": report.off_lattice,
                "tiles_per_s": round(report.tiles_stored / seconds, 2) if seconds else None}
     return summary, failures + report.failed
