@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from bench_tiling import large_geotiff
-from geosearch.embed import EmbeddedBatch, embed_scenes, plan_scene
+from geosearch.embed import EmbeddedBatch, PlannedScene, embed_scenes, plan_scene
 from geosearch.encoder.backbones import BACKBONES
 from geosearch.encoder.default import default_checkpoint
 from geosearch.encoder.device import describe_device, resolve_device
@@ -65,6 +65,15 @@ def warm_up(encoder, tiles: torch.Tensor, device: torch.device, batch_size: int)
     synchronise(device)
 
 
+def planned_tiles(side: int, tiling: TilingOptions) -> tuple[str, PlannedScene, torch.Tensor]:
+    """The side × side scene, its plan, and its kept tiles read into memory (for encoder-only timing)."""
+    path = str(large_geotiff(side))
+    planned = plan_scene(path, tiling)
+    with tiling.open(path, stretch=planned.stretch) as scene:
+        tiles = torch.from_numpy(np.stack([t.pixels for t in read_tiles(scene, planned.grid) if t.kept]))
+    return path, planned, tiles
+
+
 def end_to_end(encoder, planned, tiling, device, batch_size, workers) -> tuple[float, int]:
     start = time.perf_counter()
     embedded = sum(len(r.indexes) for r in embed_scenes(encoder, [planned], tiling, device, batch_size, workers)
@@ -83,10 +92,7 @@ def main() -> None:
 
     device = resolve_device(args.device)
     tiling = TilingOptions()
-    path = str(large_geotiff(args.side))
-    planned = plan_scene(path, tiling)
-    with tiling.open(path, stretch=planned.stretch) as scene:
-        tiles = torch.from_numpy(np.stack([t.pixels for t in read_tiles(scene, planned.grid) if t.kept]))
+    _, planned, tiles = planned_tiles(args.side, tiling)
     for name in args.backbones:
         encoder, label = encoder_for(name)
         warm_up(encoder, tiles, device, args.batch_size)

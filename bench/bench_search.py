@@ -85,11 +85,11 @@ def main() -> None:
                     t = time.perf_counter()
                     query = scene_query(box, covering_scenes(archive, box), encoder, device)
                     embedded = time.perf_counter()
-                    hits, _ = answer(archive, query, args.k, Filters(), False, f"{out}/matches.geojson", None)
+                    matches = answer(archive, query, args.k, Filters(), False, f"{out}/matches.geojson", None)
                     if n:
                         seconds.append(time.perf_counter() - t)
                         embedding.append(embedded - t)
-                        found.append(len(hits))
+                        found.append(len(matches))
             print(json.dumps({"date": date.today().isoformat(), "tiles": archive.tile_count(), "k": args.k,
                               "queries": args.queries, "hnsw_build_s": round(build, 1),
                               "tiles_in_hnsw": backend.indexed_count("tiles"), "min_results": min(found),

@@ -1,6 +1,6 @@
-"""`geosearch serve` under load: search latency and throughput with 1, 4 and 16 concurrent clients on loopback.
+"""`geosearch serve` under load: search latency and throughput with 1, 4, 16 and 64 concurrent clients on loopback.
 
-    cd bench && python bench_serve.py [--tiles 100000] [--seconds 30] [--clients 1 4 16]
+    cd bench && python bench_serve.py [--tiles 100000] [--seconds 30] [--clients 1 4 16 64] [--runtime auto]
 
 The store is bench_search.py's (the shipped scenes indexed for real, plus synthetic tiles up to --tiles, HNSW
 built as `index` builds it). The server runs as `geosearch serve` in its own process. Each client loops for
@@ -78,12 +78,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiles", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--runtime", default="auto", help="the server's --runtime")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=CACHE) as folder:
         build_store(folder, args.tiles)
         port = _free_port()
-        server = subprocess.Popen([sys.executable, "-m", "geosearch", "serve", "--store", folder, "--port", str(port)])
+        server = subprocess.Popen([sys.executable, "-m", "geosearch", "serve", "--store", folder, "--port", str(port),
+                                   "--runtime", args.runtime])
         url = f"http://127.0.0.1:{port}"
         try:
             while True:

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from geosearch.encoder.model import RGB, Encoder
+from geosearch.encoder.model import RGB
+from geosearch.encoder.runtime import Embedder
 from geosearch.errors import GeosearchError, SceneError
 from geosearch.stretch import ProfileStretches, Stretch
 from geosearch.tiling import TileGrid, TilingOptions, plan_grid, read_tiles
@@ -115,7 +116,7 @@ def default_workers(device: torch.device) -> int:
 
 
 def embed_scenes(
-    encoder: Encoder,
+    encoder: Embedder,
     scenes: list[PlannedScene],
     tiling: TilingOptions,
     device: torch.device,

@@ -17,6 +17,15 @@ class ModelMismatch(GeosearchError):
         self.stored_model_id = stored_model_id
 
 
+class StoreServed(GeosearchError):
+    """The embedded store is held by a running `geosearch serve`, which answers at `url`: the commands that its
+    API covers go through it."""
+
+    def __init__(self, message: str, url: str):
+        super().__init__(message)
+        self.url = url
+
+
 def with_cause(error: Exception) -> str:
     """An error's message with what it refers to: rasterio's failed reads and writes say only "Read failed. See
     previous exception for details.", and the details, GDAL's own message, are its cause."""

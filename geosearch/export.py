@@ -1,6 +1,7 @@
 """Writing features: GeoJSON (RFC 7946), GeoPackage or GeoParquet, chosen by the file's extension."""
 
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -49,9 +50,18 @@ def write_features(frame: gpd.GeoDataFrame, path: str | Path) -> Path:
         else:
             frame.to_file(tmp, driver=fmt, layer=path.stem)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:  # pyogrio's errors are RuntimeErrors, and none says "disk full"
+        raise GeosearchError(f"{path}: cannot be written ({_why_not_written(error, path.parent)}); "
+                             "nothing there was changed") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _why_not_written(error: Exception, folder: Path) -> str:
+    if shutil.disk_usage(folder).free < 2**20:
+        return "no space left on its file system"
+    return getattr(error, "strerror", None) or str(error).split("\n")[0]
 
 
 def scenes_frame(records: list[dict]) -> gpd.GeoDataFrame:

@@ -13,6 +13,7 @@ import torch
 
 from geosearch.embed import EmbeddedBatch, PlannedScene, SceneFailure, embed_scenes
 from geosearch.encoder.checkpoint import Checkpoint
+from geosearch.encoder.runtime import load_encoder
 from geosearch.errors import GeosearchError, SceneError
 from geosearch.grid import EdgeMode, GridMode
 from geosearch.scene import Scene
@@ -162,6 +163,7 @@ def index_scenes(
     batch_size: int = 64,
     workers: int | None = None,
     compile: bool = False,
+    runtime: str = "auto",
     on_tiles: Callable[[int], None] | None = None,
 ) -> IndexReport:
     """Index scenes that are not complete in the archive yet (all of them with `force`). The stretches that
@@ -192,7 +194,8 @@ def index_scenes(
     read = [0] * len(pending)
     kept: list[list[np.ndarray]] = [[] for _ in pending]
     failed: set[int] = set()
-    results = embed_scenes(checkpoint.encoder(), pending, tiling, device, batch_size, workers, compile)
+    encoder = load_encoder(checkpoint, device, runtime, compile)
+    results = embed_scenes(encoder, pending, tiling, device, batch_size, workers, compile)
     for result in results:
         s = result.scene
         if isinstance(result, SceneFailure):

@@ -28,7 +28,7 @@ from rasterio.windows import Window, from_bounds
 
 from geosearch.encoder.default import name_of, open_model
 from geosearch.encoder.device import resolve_device
-from geosearch.encoder.model import Encoder
+from geosearch.encoder.runtime import Embedder, load_encoder
 from geosearch.errors import GeosearchError
 from geosearch.footprints import WGS84, wrap_longitude
 from geosearch.grid import GridMode
@@ -117,7 +117,7 @@ class Query:
     description: dict  # goes into every exported match as `query`
 
 
-def _embed(encoder: Encoder, pixels: np.ndarray, device: torch.device) -> np.ndarray:
+def _embed(encoder: Embedder, pixels: np.ndarray, device: torch.device) -> np.ndarray:
     """(n, 3, S, S) uint8 → the normalised mean of their unit vectors."""
     with torch.inference_mode():
         vectors = encoder.to(device).eval()(torch.from_numpy(pixels).to(device)).float().cpu().numpy()
@@ -161,7 +161,7 @@ def _in_scene_longitudes(outline: shapely.Geometry, extent: shapely.Geometry) ->
     return outline
 
 
-def box_query(box: Box, scene: Scene, tiling: TilingOptions, encoder: Encoder, device: torch.device) -> Query:
+def box_query(box: Box, scene: Scene, tiling: TilingOptions, encoder: Embedder, device: torch.device) -> Query:
     """Embed what `scene` shows under `box`, as the module docstring describes."""
     extent = shapely.box(*rasterio.transform.array_bounds(scene.grid.height, scene.grid.width, scene.grid.transform))
     try:
@@ -204,7 +204,7 @@ def covering_scenes(archive: Archive, box: Box) -> list[dict]:
     return covering
 
 
-def scene_query(box: Box, records: list[dict], encoder: Encoder, device: torch.device) -> Query:
+def scene_query(box: Box, records: list[dict], encoder: Embedder, device: torch.device) -> Query:
     """The box read from the first of these indexed scenes that has data under it, exactly as it was indexed."""
     failure: GeosearchError = GeosearchError("no scene to read the box from")
     for record in records:
@@ -216,7 +216,7 @@ def scene_query(box: Box, records: list[dict], encoder: Encoder, device: torch.d
     raise failure
 
 
-def raster_query(archive: Archive, path: str, box: Box, encoder: Encoder, device: torch.device) -> Query:
+def raster_query(archive: Archive, path: str, box: Box, encoder: Embedder, device: torch.device) -> Query:
     """The box read from any raster, indexed or not, cut as the archive's scenes mostly are and stretched as the
     archive stretches its profile (its own stretch when the archive has none for it)."""
     tiling = archive_tiling(archive)
@@ -252,7 +252,7 @@ def tile_pixels(archive: Archive, payload: dict) -> np.ndarray | None:
         return None
 
 
-def image_query(path: str, encoder: Encoder, device: torch.device) -> Query:
+def image_query(path: str, encoder: Embedder, device: torch.device) -> Query:
     """A plain picture (PNG, JPEG…): its central square, which the encoder resizes to its input. It has no place
     on the ground, so nothing is excluded as the query itself; it should show land at about the archive's scale."""
     try:
@@ -269,7 +269,8 @@ def image_query(path: str, encoder: Encoder, device: torch.device) -> Query:
                  description={"type": "image", "image": str(Path(path).resolve())})
 
 
-def encoder_for(archive: Archive, model_spec: str, device: str) -> tuple[Encoder, torch.device]:
+def encoder_for(archive: Archive, model_spec: str, device: str,
+                runtime: str = "auto") -> tuple[Embedder, torch.device]:
     """The encoder that made the archive's vectors: a query embedded by another model would mean nothing."""
     checkpoint = open_model(model_spec)
     if checkpoint.model_id != archive.model_id:
@@ -277,12 +278,13 @@ def encoder_for(archive: Archive, model_spec: str, device: str) -> tuple[Encoder
         remedy = f"pass --model {name}" if name else "pass the checkpoint it was indexed with"
         raise GeosearchError(f"the archive ({archive.collection}) holds vectors of model {archive.model_id}; "
                              f"--model {model_spec} is {checkpoint.model_id}: {remedy}")
-    return checkpoint.encoder(), resolve_device(device)
+    torch_device = resolve_device(device)
+    return load_encoder(checkpoint, torch_device, runtime), torch_device
 
 
 def build_query(archive: Archive, *, bbox: tuple | None = None, crs: str = "EPSG:4326", tile: str | None = None,
                 image: str | None = None, query_scene: str | None = None, raster: str | None = None,
-                encoder: Callable[[], tuple[Encoder, torch.device]] | None = None) -> Query:
+                encoder: Callable[[], tuple[Embedder, torch.device]] | None = None) -> Query:
     """The query a user describes: exactly one of a box (read from `query_scene`, from `raster`, or from the
     indexed scene covering most of it), a stored tile, or a picture. `encoder` gives the archive's encoder when a
     query needs embedding (default: the default model, checked against the archive, on the best device)."""

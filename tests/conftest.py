@@ -1,9 +1,10 @@
 """Fixtures: the shipped scenes, ../shared/data when present, and real-pixel variants written per test."""
 
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,31 @@ def run_geosearch(*args: str, cwd: Path | None = None, env: dict | None = None) 
         [sys.executable, "-m", "geosearch", *args], capture_output=True, text=True, cwd=cwd,
         env=(os.environ | (env or {})), timeout=300,
     )
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mounts small real file systems (tmpfs, e.g. mount_tmpfs("400m")) that a test can fill or make read-only;
+    the test is skipped where mounting needs a root it does not have."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=True)
+
+
+def fill_disk(disk: Path, leave: int) -> Path:
+    """Take all the free space of `disk` but `leave` bytes, in one file."""
+    filler = disk / "filler"
+    with open(filler, "wb") as handle:
+        os.posix_fallocate(handle.fileno(), 0, shutil.disk_usage(disk).free - leave)
+    return filler

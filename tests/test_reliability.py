@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_geosearch
+from conftest import fill_disk, run_geosearch
 from geosearch.data import AERIAL_3857
 from geosearch.errors import GeosearchError
 from geosearch.search import Filters
@@ -109,3 +109,20 @@ def test_read_only_commands_do_not_create_a_store(tmp_path, command, local):
     assert result.returncode == 1
     assert error_lines(result) == [f"Error: no store at {missing}; index some scenes first"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_to_a_full_disk_is_one_line_and_keeps_the_old_file(store, mount_tmpfs):
+    """pyogrio's own error named a feature it could not add, with a traceback; the file already there stays."""
+    with open_backend(store, create=False) as backend:
+        archive = Archive.open(backend, "tiles")
+        tile_id, _ = next(archive.tiles(archive.scenes()[0]["scene_id"]))
+    disk = mount_tmpfs("1m")
+    for name in ("out.geojson", "out.gpkg", "out.parquet"):
+        (disk / name).write_text("the previous answer")
+    fill_disk(disk, leave=0)
+    for name in ("out.geojson", "out.gpkg", "out.parquet"):
+        result = run_geosearch("search", "--store", str(store), "--tile", tile_id, "-o", str(disk / name))
+        assert result.returncode == 1
+        assert error_lines(result) == [f"Error: {disk / name}: cannot be written (no space left on its file system); "
+                                       "nothing there was changed"]
+        assert (disk / name).read_text() == "the previous answer"

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import geopandas as gpd
 import httpx
 import pytest
 
@@ -233,3 +234,58 @@ def test_the_token_is_enforced(store, tmp_path):
         guarded.stop()
     exposed = run_geosearch("serve", "--host", "0.0.0.0", "--store", str(copy), env={"GEOSEARCH_TOKEN": ""})
     assert exposed.returncode == 1 and "give --token" in exposed.stderr
+
+
+def test_the_cli_goes_through_the_server_that_holds_the_store(archive_root, tmp_path):
+    """While `geosearch serve` holds the embedded store (Qdrant Edge opens a store in one process only), index,
+    search, scenes and stats go through it, found by the address it records beside the lock; the other commands,
+    and options its API has no field for, are one clear line each."""
+    copy = tmp_path / "store"  # its own: the module's store gains scenes from the other tests' index jobs
+    assert run_geosearch("index", str(archive_root / LANDSAT8_224077.name), str(archive_root / LANDSAT8_224078.name),
+                         "--store", str(copy), "-q").returncode == 0
+    served = Server(copy, "--root", str(archive_root), token="s3cret")
+    token = {"GEOSEARCH_TOKEN": "s3cret"}
+    outside = tmp_path / "outside.tif"
+    shutil.copy(AERIAL_3857, outside)
+    try:
+        stats = run_geosearch("stats", "--store", str(copy), "--json", env=token)
+        assert stats.returncode == 0, stats.stderr
+        assert json.loads(stats.stdout) == served.get("/stats").json()
+        answer = served.post("/search", json={"bbox": BOX, "k": 5}).json()
+        searched = run_geosearch("search", "--bbox", *map(str, BOX), "-k", "5", "--json", "--store", str(copy),
+                                 env=token)
+        assert searched.returncode == 0 and json.loads(searched.stdout) == answer
+        saved = run_geosearch("search", "--bbox", *map(str, BOX), "-k", "5", "-o", str(tmp_path / "m.gpkg"),
+                              "--store", str(copy), env=token)
+        assert saved.returncode == 0 and saved.stdout.count("\n") == 5 + 2  # five matches, the count, the file
+        assert list(gpd.read_file(tmp_path / "m.gpkg")["tile_id"]) == [
+            feature["properties"]["tile_id"] for feature in answer["features"]]
+        listed = run_geosearch("scenes", "--store", str(copy), env=token)
+        assert listed.returncode == 0 and listed.stdout.count("complete ") == 2 and "2 scene(s)" in listed.stdout
+        indexed = run_geosearch("index", str(archive_root / AERIAL_3857.name), "--store", str(copy), "--json",
+                                env=token)
+        assert indexed.returncode == 0, indexed.stderr
+        summary = json.loads(indexed.stdout)
+        assert summary["indexed"] == 1 and summary["server"] == served.url and summary["errors"] == []
+        assert served.get("/health").json()["scenes"] == 3
+        held = (f"{copy}: store held by geosearch serve (pid {served.process.pid}) at {served.url}; only index, "
+                "search, scenes and stats go through it: stop it for the others")
+        server = f"{served.url}: the geosearch serve holding the store"
+        refusals = {
+            ("stats",): f"{server} wants its token: set GEOSEARCH_TOKEN",
+            ("remove", "x"): held,
+            ("search", "--image", str(tmp_path / "a.png"), "--quicklook", str(tmp_path / "q.png")):
+                f"{server} takes no --image, --quicklook: leave them out, or stop the server",
+            ("index", str(outside)): f"{served.url}: {outside}: outside the archive roots",
+            ("index", str(archive_root / LANDSAT7_RGB.name), "--tile-size", "128"):
+                f"{server} takes no --tile-size: leave it out, or stop the server",
+            ("scenes", "--collection", "other"): f"{server} serves collection 'tiles', not 'other'",
+        }
+        for args, line in refusals.items():
+            result = run_geosearch(*args, "--store", str(copy), env=token if args != ("stats",) else None)
+            assert result.returncode == 1 and [e for e in result.stderr.splitlines() if e] == [f"Error: {line}"]
+        assert served.get("/health").json()["scenes"] == 3
+    finally:
+        served.stop()
+    assert not (copy / ".geosearch.server").exists()
+    assert json.loads(run_geosearch("stats", "--store", str(copy), "--json").stdout)["scenes"] == 3

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import cut_short, run_geosearch
+from conftest import cut_short, fill_disk, run_geosearch
 from geosearch.data import LANDSAT8_224077, LANDSAT8_224078, shipped_scenes
 from geosearch.embed import plan_scene
 from geosearch.encoder.checkpoint import Checkpoint
@@ -297,20 +297,25 @@ def test_a_collection_is_a_plain_name(backend):
 
 
 def test_a_collection_name_that_is_a_path_writes_nothing(tmp_path, small_model):
-    """From the option, the environment or the config file: one line, exit 1, nothing written anywhere."""
+    """From the option, the environment or the config file: one line that names where the name came from, a
+    non-zero exit, nothing written anywhere."""
     work = tmp_path / "a" / "b"
     work.mkdir(parents=True)
     config = tmp_path / "config.toml"
     config.write_text('[stats]\ncollection = "../x"\n')
-    message = "collection '../../x': give a name of 1 to 64 letters, digits, '_', '-' or '.' (not first)"
-    runs = {message: run_geosearch("index", str(LANDSAT8_224078), "--store", "store", "--model", str(small_model),
-                                   "--collection", "../../x", cwd=work),
-            message.replace("../../x", "a/../../x"): run_geosearch("stats", "--store", "store", cwd=work,
-                                                                   env={"GEOSEARCH_COLLECTION": "a/../../x"}),
-            f"{config}: [stats] " + message.replace("../../x", "../x"): run_geosearch(
-                "stats", "--store", "store", cwd=work, env={"GEOSEARCH_CONFIG": str(config)})}
-    for line, result in runs.items():
-        assert result.returncode == 1 and [e for e in result.stderr.splitlines() if e] == [f"Error: {line}"]
+    problem = "collection '{}': give a name of 1 to 64 letters, digits, '_', '-' or '.' (not first)"
+    runs = [
+        (run_geosearch("index", str(LANDSAT8_224078), "--store", "store", "--model", str(small_model),
+                       "--collection", "../../x", cwd=work),
+         "Invalid value for '--collection': " + problem.format("../../x")),
+        (run_geosearch("stats", "--store", "store", cwd=work, env={"GEOSEARCH_COLLECTION": "a/../../x"}),
+         "Invalid value for '--collection' (from the environment variable GEOSEARCH_COLLECTION): "
+         + problem.format("a/../../x")),
+        (run_geosearch("stats", "--store", "store", cwd=work, env={"GEOSEARCH_CONFIG": str(config)}),
+         f"{config}: [stats] " + problem.format("../x")),
+    ]
+    for result, line in runs:
+        assert result.returncode != 0 and next(e for e in result.stderr.splitlines() if e) == f"Error: {line}"
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b", "config.toml"]
 
 
@@ -330,10 +335,15 @@ def test_a_malformed_qdrant_url_fails_before_any_work():
 
 
 def test_unreachable_server_fails_fast():
+    """Within the client's 5 s timeout (measured on the connection alone: a loaded machine starts the CLI slowly),
+    not after qdrant-client's retries."""
     start = time.perf_counter()
+    with pytest.raises(GeosearchError, match=r"^cannot reach Qdrant at http://127\.0\.0\.1:9: "), \
+            open_backend(url="http://127.0.0.1:9"):
+        pass
+    assert time.perf_counter() - start < 15
     result = run_geosearch("stats", "--qdrant-url", "http://127.0.0.1:9")
-    assert result.returncode == 1 and time.perf_counter() - start < 15
-    assert [line for line in result.stderr.splitlines() if line] == [
+    assert result.returncode == 1 and [line for line in result.stderr.splitlines() if line] == [
         "Error: cannot reach Qdrant at http://127.0.0.1:9: [Errno 111] Connection refused"]
 
 
@@ -352,27 +362,16 @@ def test_index_reports_bad_scenes_and_goes_on(tmp_path, small_model):
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 400 MB tmpfs: a real file system that can be filled or made read-only."""
-    mountpoint = tmp_path / "disk"
-    mountpoint.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400m", "tmpfs", str(mountpoint)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+def small_disk(mount_tmpfs):
+    return mount_tmpfs("400m")
 
 
 def test_full_disk_is_refused_before_writing(small_disk, small_model):
     store = small_disk / "store"
     args = ("--store", str(store), "--model", str(small_model), "-q")
     assert run_geosearch("index", str(LANDSAT8_224078), *args).returncode == 0
-    free_mb = int(subprocess.run(["df", "-m", "--output=avail", str(small_disk)], capture_output=True,
-                                 text=True).stdout.split()[-1])
-    filler = small_disk / "filler"
-    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", f"count={free_mb - 60}"], capture_output=True)
+    assert run_geosearch("stats", "--store", str(store)).returncode == 0  # a first open reserves what it maps
+    filler = fill_disk(small_disk, leave=60 * 2**20)
     full = run_geosearch("index", str(LANDSAT8_224077), *args)
     assert full.returncode == 1
     lines = [line for line in full.stderr.splitlines() if line]
@@ -382,6 +381,47 @@ def test_full_disk_is_refused_before_writing(small_disk, small_model):
     stats = json.loads(run_geosearch("stats", "--store", str(store), "--json").stdout)
     assert stats["scenes_by_status"] == {"complete": 1} and stats["tiles"] == 22  # intact: 224078 on the aligned grid
     assert run_geosearch("index", str(LANDSAT8_224077), *args).returncode == 0
+
+
+def _contents(store: Path) -> dict[str, bytes]:
+    """Every stored byte (the lock file holds only the pid of the last process that opened the store)."""
+    return {str(path.relative_to(store)): path.read_bytes() for path in sorted(store.rglob("*"))
+            if path.is_file() and path.name != ".geosearch.lock"}
+
+
+def test_a_store_without_room_for_what_it_maps_is_one_clear_error(small_disk, small_model):
+    """Opening the store maps its segment files and touches every page: on a file system without room for them,
+    even a read-only command died of SIGBUS (exit 135, no message). Now it is one line, and no byte changes."""
+    store = small_disk / "store"
+    assert run_geosearch("index", str(LANDSAT8_224078), "--store", str(store), "--model", str(small_model),
+                         "-q").returncode == 0
+    stored = _contents(store)
+    filler = fill_disk(small_disk, leave=20 * 2**20)
+    for command in (["stats"], ["scenes"], ["search", "--tile", str(uuid.uuid4())],
+                    ["index", str(LANDSAT8_224077), "--model", str(small_model)]):
+        result = run_geosearch(*command, "--store", str(store))
+        assert result.returncode == 1, result.stderr
+        (line,) = [line for line in result.stderr.splitlines() if line]
+        assert re.fullmatch(rf"Error: {store}: opening the store needs \d+ MiB more on its file system \(20 MiB "
+                            r"free\): Qdrant maps its files into memory; free some space", line), line
+    assert _contents(store) == stored
+    filler.unlink()
+    stats = json.loads(run_geosearch("stats", "--store", str(store), "--json").stdout)
+    assert stats["scenes_by_status"] == {"complete": 1} and stats["tiles"] == 22
+
+
+def test_a_bus_error_where_space_runs_out_later_is_one_line(mount_tmpfs):
+    """Space taken by another process after the checks: a write through a memory map then meets SIGBUS. The
+    CLI's handler turns it into one line and exit status 1 (a real fault on a real full file system)."""
+    disk = mount_tmpfs("1m")
+    fill_disk(disk, leave=0)
+    script = ("import mmap, sys\nfrom geosearch.store import report_bus_errors\nreport_bus_errors()\n"
+              "handle = open(sys.argv[1], 'w+b')\nhandle.truncate(2**20)\nview = mmap.mmap(handle.fileno(), 2**20)\n"
+              "view[:] = bytes(2**20)\n")
+    result = subprocess.run([sys.executable, "-c", script, str(disk / "mapped")], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: the store's file system ran out of space while Qdrant wrote its "
+                                    "memory-mapped files (SIGBUS)") and result.stderr.count("\n") == 1
 
 
 def test_read_only_disk_is_one_clear_error(small_disk, small_model):

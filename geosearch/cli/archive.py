@@ -3,8 +3,10 @@
 import json
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import click
+import geopandas as gpd
 import torch
 from rich.progress import Progress
 
@@ -17,13 +19,14 @@ from geosearch.cli.options import (
     scene_arguments,
     scene_paths,
     store_options,
+    through_server,
     tiling_from,
     tiling_options,
 )
 from geosearch.encoder.checkpoint import Checkpoint
 from geosearch.encoder.default import open_model
 from geosearch.encoder.device import describe_device, resolve_device
-from geosearch.errors import SceneError
+from geosearch.errors import GeosearchError, SceneError, StoreServed
 from geosearch.export import check_output_path, scenes_frame, write_features
 from geosearch.grid import GridMode
 from geosearch.index import archive_grid, archive_stretches, index_scenes
@@ -42,7 +45,7 @@ from geosearch.tiling import TilingOptions
 @click.option("--force", is_flag=True, help="Index again scenes that are complete already.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no summary.")
-def index(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str, batch_size: int,
+def index(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str, runtime: str, batch_size: int,
           workers: int | None, compile_model: bool, store: str | None, qdrant_url: str | None, api_key: str | None,
           collection: str, acquired: str, force: bool, as_json: bool, quiet: bool, **kwargs) -> None:
     """Tile, embed and store SCENES in the archive; scenes complete already are left as they are."""
@@ -51,12 +54,16 @@ def index(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str
     checkpoint = open_model(model_spec)
     torch_device = resolve_device(device)
     grid = GridMode(kwargs["grid"]) if kwargs["grid"] else None
-    with open_archive(store, qdrant_url, api_key, collection, checkpoint.model_id, checkpoint.config.dim,
-                      grid or GridMode.ALIGNED) as archive:
-        summary, failures = index_into(archive, paths, tiling_from(kwargs), checkpoint, torch_device,
-                                       show=not (quiet or as_json), grid=grid, stretch_from=kwargs["stretch_from"],
-                                       acquired=given, auto_acquired=acquired == "auto", force=force,
-                                       batch_size=batch_size, workers=workers, compile=compile_model)
+    try:
+        with open_archive(store, qdrant_url, api_key, collection, checkpoint.model_id, checkpoint.config.dim,
+                          grid or GridMode.ALIGNED) as archive:
+            summary, failures = index_into(archive, paths, tiling_from(kwargs), checkpoint, torch_device,
+                                           show=not (quiet or as_json), grid=grid,
+                                           stretch_from=kwargs["stretch_from"], acquired=given,
+                                           auto_acquired=acquired == "auto", force=force, batch_size=batch_size,
+                                           workers=workers, compile=compile_model, runtime=runtime)
+    except StoreServed as served:
+        summary, failures = index_through(served, collection, paths, checkpoint, force, not (quiet or as_json))
     if as_json:
         click.echo(json.dumps(summary | {"errors": [{"path": f.path, "error": f.problem} for f in failures]}, indent=2))
     elif not quiet:
@@ -65,8 +72,9 @@ def index(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str
         click.echo(f"{summary['indexed']} scene(s) indexed, {summary['unchanged']} unchanged, {len(failures)} failed: "
                    f"{summary['tiles_stored']} tiles stored, {summary['tiles_skipped']} skipped, "
                    f"{summary['seconds']:.1f} s ({summary['tiles_per_s']} tiles/s); "
-                   f"{summary['tiles_in_store']} tiles in the store"
-                   + (f", HNSW built in {summary['hnsw_seconds']:.1f} s" if summary["hnsw_seconds"] else ""))
+                   + (f"by geosearch serve at {summary['server']}" if "server" in summary else
+                      f"{summary['tiles_in_store']} tiles in the store"
+                      + (f", HNSW built in {summary['hnsw_seconds']:.1f} s" if summary["hnsw_seconds"] else "")))
     if failures:
         raise click.exceptions.Exit(1)
 
@@ -107,6 +115,32 @@ def index_into(archive: Archive, paths: list[str], options: TilingOptions, check
     return summary, failures + report.failed
 
 
+def index_through(served: StoreServed, collection: str, paths: list[str], checkpoint: Checkpoint, force: bool,
+                  show: bool) -> tuple[dict, list[SceneError]]:
+    """index_into's work done by the `geosearch serve` that holds the store, as one of its index jobs: with the
+    archive's tiling and stretches, and the server's model, which must be the one asked for."""
+    client = through_server(served, collection, {"scenes", "recursive", "model_spec", "device", "runtime",
+                                                 "batch_size", "workers", "compile_model", "force", "as_json",
+                                                 "quiet"})
+    served_model = client.health()["model_id"]
+    if served_model != checkpoint.model_id:
+        raise GeosearchError(f"{served.url}: the geosearch serve holding the store embeds with {served_model}, "
+                             f"not {checkpoint.model_id}")
+    start = time.perf_counter()
+    with Progress(*PROGRESS_COLUMNS, console=stderr, disable=not show, transient=True) as progress:
+        task = progress.add_task("tiles (geosearch serve)")
+        job = client.index([str(Path(path).resolve()) for path in paths], force,
+                           lambda done, total: progress.update(task, completed=done, total=total or None))
+    failures = [SceneError(error["path"] or served.url, error["error"]) for error in job["errors"]]
+    for error in failures:
+        print_error(error)
+    seconds = time.perf_counter() - start
+    summary = job["summary"] or {"indexed": 0, "unchanged": 0, "tiles_stored": 0, "tiles_skipped": 0,
+                                 "retiled": [], "off_lattice": []}
+    return summary | {"failed": len(failures), "seconds": round(seconds, 3), "server": served.url,
+                      "tiles_per_s": round(summary["tiles_stored"] / seconds, 2)}, failures
+
+
 @cli.command()
 @store_options
 @click.option("--geojson", type=click.Path(dir_okay=False), help="Write the scenes' footprints to this file.")
@@ -115,10 +149,16 @@ def scenes(store: str | None, qdrant_url: str | None, api_key: str | None, colle
            as_json: bool) -> None:
     """List the archive's scenes: status, tile count, acquisition date, path."""
     out = check_output_path(geojson) if geojson else None
-    with open_archive(store, qdrant_url, api_key, collection) as archive:
-        records = archive.scenes()
+    try:
+        with open_archive(store, qdrant_url, api_key, collection) as archive:
+            records = archive.scenes()
+        frame = scenes_frame(records)
+    except StoreServed as served:  # the server's footprints carry the records' main fields
+        footprints = through_server(served, collection, {"geojson", "as_json"}).scenes()
+        frame = gpd.GeoDataFrame.from_features(footprints, crs=4326)
+        records = [feature["properties"] for feature in footprints["features"]]
     if out:
-        write_features(scenes_frame(records), out)
+        write_features(frame, out)
     if as_json:
         click.echo(json.dumps(records, indent=2))
         return
@@ -144,8 +184,11 @@ def remove(scene: str, store: str | None, qdrant_url: str | None, api_key: str |
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def stats(store: str | None, qdrant_url: str | None, api_key: str | None, collection: str, as_json: bool) -> None:
     """The archive at a glance: store, model, scenes by status, tiles."""
-    with open_archive(store, qdrant_url, api_key, collection) as archive:
-        info = archive.stats()
+    try:
+        with open_archive(store, qdrant_url, api_key, collection) as archive:
+            info = archive.stats()
+    except StoreServed as served:
+        info = through_server(served, collection, {"as_json"}).stats()
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return

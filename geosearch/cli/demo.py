@@ -8,10 +8,11 @@ import click
 from geosearch.cli.archive import index_into
 from geosearch.cli.main import cli
 from geosearch.cli.options import open_archive
-from geosearch.cli.search import answer, print_hits
+from geosearch.cli.search import answer, print_matches
 from geosearch.data import shipped_scenes
 from geosearch.encoder.default import open_model
 from geosearch.encoder.device import resolve_device
+from geosearch.encoder.runtime import load_encoder
 from geosearch.errors import GeosearchError, ModelMismatch
 from geosearch.query import Box, covering_scenes, scene_query
 from geosearch.search import Filters
@@ -46,9 +47,9 @@ def demo(out_dir: str, k: int) -> None:
             raise GeosearchError(f"{len(failures)} shipped scene(s) could not be indexed; is the installation whole?")
         click.echo(f"{summary['tiles_in_store']} tiles from {len(shipped_scenes())} scenes in {directory / 'store'}")
         click.echo(f"query: the box {list(DEMO_BOX)} (lon/lat)")
-        query = scene_query(box, covering_scenes(archive, box), checkpoint.encoder(), device)
-        hits, _ = answer(archive, query, k, Filters(), False, directory / "matches.geojson",
+        query = scene_query(box, covering_scenes(archive, box), load_encoder(checkpoint, device), device)
+        frame = answer(archive, query, k, Filters(), False, directory / "matches.geojson",
                          directory / "matches.png")
-    print_hits(hits)
+    print_matches(frame)
     click.echo(f"wrote {directory / 'matches.geojson'} (open it in QGIS over the scenes in "
                f"{shipped_scenes()[0].parent}) and {directory / 'matches.png'}")

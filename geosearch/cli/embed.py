@@ -14,6 +14,7 @@ from geosearch.cli.options import model_options, plan_all, scene_arguments, scen
 from geosearch.embed import EmbeddedBatch, embed_scenes, gather
 from geosearch.encoder.default import open_model
 from geosearch.encoder.device import describe_device, resolve_device
+from geosearch.encoder.runtime import load_encoder
 from geosearch.errors import GeosearchError
 from geosearch.export import check_output_path, write_features
 
@@ -33,7 +34,7 @@ def _track(results: Iterator, progress: Progress, task: TaskID) -> Iterator:
               help="GeoParquet file: one row per kept tile, its footprint, window and vector.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no summary.")
-def embed(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str, batch_size: int,
+def embed(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str, runtime: str, batch_size: int,
           workers: int | None, compile_model: bool, out: str, as_json: bool, quiet: bool, **kwargs) -> None:
     """Embed the tiles of SCENES and write their vectors with footprints to a GeoParquet file."""
     out_path = check_output_path(out)
@@ -47,7 +48,8 @@ def embed(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str
         click.echo(f"model {checkpoint.model_id} ({checkpoint.config.dim}-d) on {describe_device(torch_device)}")
     start = time.perf_counter()
     planned, failures = plan_all(paths, options, options.profile_stretches(stretch_from=kwargs["stretch_from"]))
-    results = embed_scenes(checkpoint.encoder(), planned, options, torch_device, batch_size, workers, compile_model)
+    encoder = load_encoder(checkpoint, torch_device, runtime, compile_model)
+    results = embed_scenes(encoder, planned, options, torch_device, batch_size, workers, compile_model)
     with Progress(*PROGRESS_COLUMNS, console=stderr, disable=quiet or as_json, transient=True) as progress:
         task = progress.add_task("tiles", total=sum(len(p.grid) for p in planned))
         done, failed = gather(_track(results, progress, task), planned)

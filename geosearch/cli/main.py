@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from geosearch import __version__
 from geosearch.config import config_path, load_config
 from geosearch.errors import GeosearchError
+from geosearch.store import report_bus_errors
 
 log = logging.getLogger("geosearch")
 stderr = Console(stderr=True)
@@ -79,6 +80,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.DEBUG if verbose else logging.WARNING)
     logging.getLogger("rasterio").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
     ctx.default_map = load_config(ctx.command)
+    report_bus_errors()
 
 
 PROGRESS_COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

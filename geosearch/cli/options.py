@@ -1,17 +1,20 @@
 """Options shared by several commands, and the helpers that turn them into engine objects."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import click
+from click.core import ParameterSource
 
 from geosearch.bands import parse_bands
 from geosearch.cli.main import log, print_error
 from geosearch.embed import DEFAULT_BATCH_SIZE, PlannedScene, plan_scenes
 from geosearch.encoder.device import DEVICES
-from geosearch.errors import GeosearchError, ModelMismatch, SceneError
+from geosearch.encoder.runtime import RUNTIMES
+from geosearch.errors import GeosearchError, ModelMismatch, SceneError, StoreServed
 from geosearch.grid import EdgeMode, GridMode
 from geosearch.scene import find_scenes
+from geosearch.service.client import ServiceClient
 from geosearch.store import check_collection, open_backend
 from geosearch.store.archive import Archive
 from geosearch.stretch import ProfileStretches, StretchMode, parse_stretch
@@ -106,6 +109,9 @@ def model_options(command: Callable) -> Callable:
         click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True),
         click.option("--workers", type=click.IntRange(min=0),
                      help="Tile-reading processes. [default: 1 on CPU, cores - 1 (max 8) on CUDA]"),
+        click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
+                     envvar="GEOSEARCH_RUNTIME", help="What runs the encoder; auto takes ONNX Runtime on the CPU "
+                                                      "(about 3x PyTorch there), PyTorch on CUDA."),
         click.option("--compile", "compile_model", is_flag=True, help="torch.compile the encoder (pays on long runs)."),
     ]
     for option in reversed(options):
@@ -122,7 +128,7 @@ def store_options(command: Callable) -> Callable:
                      help="A Qdrant server or cluster (http[s]://…), or file:///DIR for qdrant-client's local mode."),
         click.option("--api-key", envvar="GEOSEARCH_QDRANT_API_KEY", help="API key of the Qdrant server."),
         click.option("--collection", default="tiles", show_default=True, envvar="GEOSEARCH_COLLECTION",
-                     callback=lambda _ctx, _param, name: check_collection(name),
+                     callback=_parsed_by(check_collection),
                      help="Collection (one embedding space) within the store."),
     ]
     for option in reversed(options):
@@ -145,6 +151,25 @@ def open_archive(store: str | None, qdrant_url: str | None, api_key: str | None,
             name = name_of(error.stored_model_id)
             raise ModelMismatch(f"{error} (--model {name})" if name else str(error), error.stored_model_id) from None
         yield archive
+
+
+def through_server(served: StoreServed, collection: str, takes: Iterable[str]) -> ServiceClient:
+    """The client of the `geosearch serve` that holds the store, for a command whose options it `takes` (by
+    parameter name; the store's are taken). An option given that its API has no field for is an error, not
+    silently dropped."""
+    ctx = click.get_current_context()
+    taken = {"store", "collection", *takes}
+    given = [max(param.opts, key=len) for param in ctx.command.params if isinstance(param, click.Option)
+             and param.name not in taken and ctx.get_parameter_source(param.name) is not ParameterSource.DEFAULT]
+    server = f"{served.url}: the geosearch serve holding the store"
+    if given:
+        raise GeosearchError(f"{server} takes no {', '.join(given)}: leave {'it' if len(given) == 1 else 'them'} "
+                             "out, or stop the server")
+    client = ServiceClient.from_env(served.url)
+    served_collection = client.health()["store"]["collection"]
+    if served_collection != collection:
+        raise GeosearchError(f"{server} serves collection {served_collection!r}, not {collection!r}")
+    return client
 
 
 def plan_all(paths: list[str], options: TilingOptions,

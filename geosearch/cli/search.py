@@ -8,36 +8,42 @@ import geopandas as gpd
 import shapely
 
 from geosearch.cli.main import cli
-from geosearch.cli.options import open_archive, store_options
+from geosearch.cli.options import open_archive, store_options, through_server
 from geosearch.encoder.device import DEVICES
-from geosearch.errors import GeosearchError
+from geosearch.encoder.runtime import RUNTIMES
+from geosearch.errors import GeosearchError, StoreServed
 from geosearch.export import FORMATS, check_output_path, scenes_frame, write_features
 from geosearch.query import Box, Query, build_query, encoder_for
-from geosearch.search import Filters, Result, hits_frame
+from geosearch.search import Filters, hits_frame
 from geosearch.search import search as search_archive
 from geosearch.store.archive import Archive
 from geosearch.vectors import read_polygons
 
 
-def _within(value: str) -> shapely.Geometry:
-    """A lon/lat box 'MINLON,MINLAT,MAXLON,MAXLAT', or a vector file of polygons in any CRS."""
-    if Path(value).exists():
-        return read_polygons(value, f"--within {value}").union_all()
+def _within_bounds(value: str) -> tuple[float, float, float, float]:
+    """--within as a lon/lat box 'MINLON,MINLAT,MAXLON,MAXLAT'."""
     try:
         bounds = [float(v) for v in value.split(",")]
     except ValueError:
         bounds = []
     if len(bounds) != 4:
         raise GeosearchError(f"--within {value!r}: give MINLON,MINLAT,MAXLON,MAXLAT or a polygon file")
-    box = Box.parse(tuple(bounds))
-    return box.lonlat()
+    return tuple(bounds)
 
 
-def print_hits(hits: list[Result]) -> None:
-    for hit in hits:
-        p = hit.payload
-        click.echo(f"{hit.rank:>3}  {hit.score:.4f}  {Path(p['scene_path']).name}  row {p['row']} col {p['col']}  "
-                   f"{(p.get('acquired') or '-')[:10]}  {hit.tile_id}")
+def _within(value: str) -> shapely.Geometry:
+    """A lon/lat box 'MINLON,MINLAT,MAXLON,MAXLAT', or a vector file of polygons in any CRS."""
+    if Path(value).exists():
+        return read_polygons(value, f"--within {value}").union_all()
+    return Box.parse(_within_bounds(value)).lonlat()
+
+
+def print_matches(frame: gpd.GeoDataFrame) -> None:
+    """One line per match of a hits_frame (or of the same features from a server)."""
+    for match in frame.drop(columns="geometry").to_dict("records"):
+        acquired = match["acquired"] if isinstance(match["acquired"], str) else "-"
+        click.echo(f"{match['rank']:>3}  {match['score']:.4f}  {Path(match['scene_path']).name}  row {match['row']} "
+                   f"col {match['col']}  {acquired[:10]}  {match['tile_id']}")
 
 
 @cli.command()
@@ -63,35 +69,52 @@ def print_hits(hits: list[Result]) -> None:
 @click.option("--model", "model_spec", default="default", show_default=True, envvar="GEOSEARCH_MODEL",
               help="The checkpoint the archive was indexed with: a file, 'default' or 'pretrained'.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, envvar="GEOSEARCH_DEVICE")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True, envvar="GEOSEARCH_RUNTIME",
+              help="What runs the encoder for a box or picture query (see index).")
 @store_options
 def search(bbox: tuple | None, crs: str, tile: str | None, image: str | None, query_scene: str | None,
            raster: str | None, k: int, within: str | None, scenes: tuple[str, ...], after: str | None,
            before: str | None, min_score: float | None, include_self: bool, dedup: bool, out: str | None,
-           quicklook: str | None, as_json: bool, model_spec: str, device: str, store: str | None,
+           quicklook: str | None, as_json: bool, model_spec: str, device: str, runtime: str, store: str | None,
            qdrant_url: str | None, api_key: str | None, collection: str) -> None:
     """Find the places in the archive that look like a box on the map, a tile or a picture."""
     out_path = check_output_path(out) if out else None
     if quicklook:
         check_output_path(quicklook, (".png",))
-    with open_archive(store, qdrant_url, api_key, collection) as archive:
-        start = time.perf_counter()
-        filters = Filters.of(archive, within=_within(within) if within else None, scenes=scenes, after=after,
-                             before=before, min_score=min_score)
-        query = build_query(archive, bbox=bbox, crs=crs, tile=tile, image=image, query_scene=query_scene,
-                            raster=raster, encoder=lambda: encoder_for(archive, model_spec, device))
-        hits, frame = answer(archive, query, k, filters, include_self, out_path, quicklook, dedup)
-        seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    try:
+        with open_archive(store, qdrant_url, api_key, collection) as archive:
+            filters = Filters.of(archive, within=_within(within) if within else None, scenes=scenes, after=after,
+                                 before=before, min_score=min_score)
+            query = build_query(archive, bbox=bbox, crs=crs, tile=tile, image=image, query_scene=query_scene,
+                                raster=raster, encoder=lambda: encoder_for(archive, model_spec, device, runtime))
+            frame = answer(archive, query, k, filters, include_self, out_path, quicklook, dedup)
+    except StoreServed as served:
+        if within and Path(within).exists():
+            raise GeosearchError(f"{served.url}: the geosearch serve holding the store takes --within as a lon/lat "
+                                 "box only, not a polygon file") from None
+        client = through_server(served, collection, {"bbox", "crs", "tile", "k", "within", "scenes", "after",
+                                                     "before", "min_score", "include_self", "dedup", "out",
+                                                     "as_json", "model_spec", "device", "runtime"})
+        request = {"bbox": list(bbox) if bbox else None, "crs": crs, "tile_id": tile, "k": k,
+                   "within": list(_within_bounds(within)) if within else None, "scenes": list(scenes),
+                   "after": after, "before": before, "min_score": min_score, "include_self": include_self,
+                   "dedup": dedup}
+        frame = gpd.GeoDataFrame.from_features(client.search(request), crs=4326)
+        if out_path:
+            write_features(frame, out_path)
+    seconds = time.perf_counter() - start
     if as_json:
         click.echo(frame.to_json(drop_id=True))
         return
-    print_hits(hits)
-    click.echo(f"{len(hits)} match(es) in {seconds * 1000:.0f} ms")
+    print_matches(frame)
+    click.echo(f"{len(frame)} match(es) in {seconds * 1000:.0f} ms")
     for path in filter(None, (out_path, quicklook)):
         click.echo(f"wrote {path}")
 
 
 def answer(archive: Archive, query: Query, k: int, filters: Filters, include_self: bool, out: Path | None,
-           quicklook: str | Path | None, dedup: bool = True) -> tuple[list[Result], gpd.GeoDataFrame]:
+           quicklook: str | Path | None, dedup: bool = True) -> gpd.GeoDataFrame:
     """Search, then write the matches and the quicklook where asked."""
     hits = search_archive(archive, query, k, filters, include_self, dedup)
     frame = hits_frame(hits, query, filters)
@@ -101,7 +124,7 @@ def answer(archive: Archive, query: Query, k: int, filters: Filters, include_sel
         from geosearch.quicklook import write_quicklook  # Pillow's drawing, only when a picture is asked for
 
         write_quicklook(quicklook, query, hits, archive)
-    return hits, frame
+    return frame
 
 
 @cli.command()

@@ -1,6 +1,8 @@
 """`geosearch serve`: the HTTP API, holding the model and the store for as long as it runs."""
 
 import ipaddress
+import signal
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -9,7 +11,21 @@ from geosearch.cli.main import cli
 from geosearch.cli.options import open_archive, store_options
 from geosearch.encoder.default import open_model
 from geosearch.encoder.device import DEVICES, describe_device, resolve_device
+from geosearch.encoder.runtime import RUNTIMES
 from geosearch.errors import GeosearchError
+from geosearch.store import served_at
+
+
+def _local_url(host: str, port: int) -> str:
+    """Where a client on this machine reaches a server bound to `host`."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    """uvicorn stops on SIGTERM, then raises the signal again: exiting here instead lets the store be flushed
+    and closed, and the server's record beside its lock removed."""
+    raise SystemExit(128 + signum)
 
 
 def _is_loopback(host: str) -> bool:
@@ -30,8 +46,10 @@ def _is_loopback(host: str) -> bool:
 @click.option("--model", "model_spec", default="default", show_default=True, envvar="GEOSEARCH_MODEL",
               help="A checkpoint file, 'default' or 'pretrained'.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, envvar="GEOSEARCH_DEVICE")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True, envvar="GEOSEARCH_RUNTIME",
+              help="What runs the encoder; auto takes ONNX Runtime on the CPU, PyTorch on CUDA.")
 @store_options
-def serve(host: str, port: int, token: str | None, roots: tuple[str, ...], model_spec: str, device: str,
+def serve(host: str, port: int, token: str | None, roots: tuple[str, ...], model_spec: str, device: str, runtime: str,
           store: str | None, qdrant_url: str | None, api_key: str | None, collection: str) -> None:
     """Serve search, scenes, thumbnails and indexing over HTTP (OpenAPI at /docs)."""
     import uvicorn
@@ -43,9 +61,13 @@ def serve(host: str, port: int, token: str | None, roots: tuple[str, ...], model
         raise GeosearchError(f"binding {host} exposes the archive beyond this machine: give --token "
                              "(or GEOSEARCH_TOKEN)")
     checkpoint, torch_device = open_model(model_spec), resolve_device(device)
-    with open_archive(store, qdrant_url, api_key, collection, checkpoint.model_id, checkpoint.config.dim) as archive:
+    url = _local_url(host, port)
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    with open_archive(store, qdrant_url, api_key, collection, checkpoint.model_id, checkpoint.config.dim) as archive, \
+            nullcontext() if qdrant_url else served_at(store, url):
         archive.backend = LockedBackend(archive.backend)
-        service = Service(archive, checkpoint, torch_device, [Path(r).resolve() for r in roots], token)
-        click.echo(f"geosearch serve: model {checkpoint.model_id} on {describe_device(torch_device)}, "
-                   f"store {archive.backend.location} ({collection}); http://{host}:{port}/docs")
+        service = Service(archive, checkpoint, torch_device, [Path(r).resolve() for r in roots], token, runtime)
+        click.echo(f"geosearch serve: model {checkpoint.model_id} on {describe_device(torch_device)} "
+                   f"({service.runtime_name}), "
+                   f"store {archive.backend.location} ({collection}); {url}/docs")
         uvicorn.run(create_app(service), host=host, port=port, log_level="warning")

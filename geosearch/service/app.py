@@ -1,6 +1,7 @@
 """The HTTP API over the engine (FastAPI). One process holds the model and the store; clients such as the QGIS
 plugin send boxes and get GeoJSON back, and never need torch themselves."""
 
+import functools
 import hmac
 import io
 import json
@@ -23,15 +24,18 @@ from geosearch import __version__
 from geosearch.embed import plan_scenes
 from geosearch.encoder.checkpoint import Checkpoint
 from geosearch.encoder.device import describe_device
+from geosearch.encoder.runtime import load_encoder, runtime_of
 from geosearch.errors import GeosearchError
 from geosearch.export import scenes_frame
 from geosearch.index import archive_grid, archive_stretches, index_scenes
 from geosearch.query import Box, build_query, tile_pixels
 from geosearch.search import Filters, hits_frame, search
+from geosearch.service.batcher import BatchedEncoder
 from geosearch.store.archive import Archive
 from geosearch.tiling import TilingOptions
 
 MAX_BODY_BYTES = 64 * 1024
+THUMBNAILS = 1024  # PNGs kept in memory (a few KB each): the plugin asks again for the rows it shows again
 
 
 def _no_nul(text: str) -> str:
@@ -132,11 +136,33 @@ class Service:
     device: torch.device
     roots: list[Path]
     token: str | None = None
+    runtime: str = "auto"
     jobs: dict[str, Job] = field(default_factory=dict)
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
 
     def __post_init__(self) -> None:
-        self.encoder = self.checkpoint.encoder().to(self.device).eval()
+        encoder = load_encoder(self.checkpoint, self.device, self.runtime)
+        self.runtime_name = runtime_of(encoder)
+        self.encoder = BatchedEncoder(encoder).to(self.device).eval()
+        self.thumbnail = functools.lru_cache(maxsize=THUMBNAILS)(self._thumbnail)
+
+    def _thumbnail(self, tile_id: str, size: int) -> bytes:
+        """A tile's PNG, read again from its scene; LookupError says why there is none (and is not cached)."""
+        try:
+            uuid.UUID(tile_id)
+        except ValueError:
+            raise LookupError(f"{tile_id!r} is not a tile id") from None
+        stored = self.archive.tile(tile_id)
+        if stored is None:
+            raise LookupError(f"no tile {tile_id} in the archive")
+        pixels = tile_pixels(self.archive, stored[1])
+        if pixels is None:
+            raise LookupError(f"the scene of tile {tile_id} cannot be read any more")
+        image = Image.fromarray(pixels.transpose(1, 2, 0))
+        image.thumbnail((size, size))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
 
     def allowed_path(self, text: str) -> str:
         """A path under one of the archive roots, after resolving `..` and symlinks; anything else is refused."""
@@ -163,7 +189,7 @@ class Service:
                 job.tiles_done += tiles
 
             report = index_scenes(self.archive, self.checkpoint, planned, tiling, self.device, force=force,
-                                  profiles=profiles, workers=0, on_tiles=advance)
+                                  profiles=profiles, workers=0, runtime=self.runtime, on_tiles=advance)
             self.archive.optimize()
             job.errors += [{"path": e.path, "error": e.problem} for e in report.failed]
             job.summary = {"indexed": len(report.indexed), "unchanged": len(report.unchanged),
@@ -214,6 +240,7 @@ def create_app(service: Service) -> ASGIApp:
         archive = service.archive
         return {"version": __version__, "model_id": service.checkpoint.model_id,
                 "device": service.device.type, "device_name": describe_device(service.device),
+                "runtime": service.runtime_name,
                 "store": {"location": archive.backend.location, "collection": archive.collection},
                 "scenes": len(archive.scenes()), "tiles": archive.tile_count()}
 
@@ -231,6 +258,10 @@ def create_app(service: Service) -> ASGIApp:
         hits = search(archive, query, request.k, filters, request.include_self, request.dedup)
         return JSONResponse(json.loads(hits_frame(hits, query, filters).to_json(drop_id=True)))
 
+    @app.get("/stats")
+    def stats() -> dict:
+        return service.archive.stats()
+
     @app.get("/scenes")
     def scenes() -> JSONResponse:
         return JSONResponse(json.loads(scenes_frame(service.archive.scenes()).to_json(drop_id=True)))
@@ -238,20 +269,9 @@ def create_app(service: Service) -> ASGIApp:
     @app.get("/tiles/{tile_id}/thumbnail.png", responses={200: {"content": {"image/png": {}}}})
     def thumbnail(tile_id: str, size: Annotated[int, Query(ge=16, le=512)] = 128) -> Response:
         try:
-            uuid.UUID(tile_id)
-        except ValueError:
-            return _error(404, f"{tile_id!r} is not a tile id")
-        stored = service.archive.tile(tile_id)
-        if stored is None:
-            return _error(404, f"no tile {tile_id} in the archive")
-        pixels = tile_pixels(service.archive, stored[1])
-        if pixels is None:
-            return _error(404, f"the scene of tile {tile_id} cannot be read any more")
-        image = Image.fromarray(pixels.transpose(1, 2, 0))
-        image.thumbnail((size, size))
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return Response(buffer.getvalue(), media_type="image/png")
+            return Response(service.thumbnail(tile_id, size), media_type="image/png")
+        except LookupError as error:
+            return _error(404, str(error))
 
     @app.post("/index", status_code=202)
     def index(request: IndexRequest) -> JSONResponse:

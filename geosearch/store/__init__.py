@@ -1,15 +1,18 @@
 """Vector storage in Qdrant: the embedded Qdrant Edge by default, a Qdrant server (or cluster) by URL."""
 
+import ctypes
 import fcntl
+import json
 import os
 import re
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from geosearch.errors import GeosearchError
+from geosearch.errors import GeosearchError, StoreServed
 from geosearch.store.backend import Backend
 
 
@@ -71,6 +74,20 @@ def _close_stores_in_child() -> None:
 os.register_at_fork(after_in_child=_close_stores_in_child)
 
 
+_BUS_ERROR = b"Error: the store's file system ran out of space while Qdrant wrote its memory-mapped files " \
+             b"(SIGBUS); free some space and run again: nothing acknowledged is lost, and an index run resumes\n"
+_on_bus_error = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda _signum: (os.write(2, _BUS_ERROR), os._exit(1)))
+
+
+def report_bus_errors() -> None:
+    """Say in one line why the process ends when space runs out under the store after the checks (another
+    process filled the disk while this one wrote), instead of dying silently of SIGBUS. The handler is a C one
+    through ctypes: Python's own handlers run between bytecodes, and the faulting access would repeat forever."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.signal.argtypes, libc.signal.restype = [ctypes.c_int, type(_on_bus_error)], ctypes.c_void_p
+    libc.signal(signal.SIGBUS, _on_bus_error)
+
+
 @contextmanager
 def _exclusive(path: Path, create: bool) -> Iterator[None]:
     """Hold the store's lock file for as long as it is open. The kernel drops the lock when the process dies,
@@ -89,6 +106,9 @@ def _exclusive(path: Path, create: bool) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "?"
+            if url := _server_url(path, holder):
+                raise StoreServed(f"{path}: store held by geosearch serve (pid {holder}) at {url}; only index, "
+                                  "search, scenes and stats go through it: stop it for the others", url) from None
             raise GeosearchError(f"{path}: store in use by another geosearch process (pid {holder}); "
                                  "wait for it to finish, or use a Qdrant server for shared access") from None
         handle.seek(0)
@@ -100,6 +120,30 @@ def _exclusive(path: Path, create: bool) -> Iterator[None]:
     finally:
         _held.pop(path.resolve(), None)
         handle.close()
+
+
+_SERVER_FILE = ".geosearch.server"  # beside the lock: where the `geosearch serve` holding the store answers
+
+
+def _server_url(path: Path, holder: str) -> str | None:
+    """The URL of the server that holds the store, if the lock's holder is one (a record left by a server that
+    died names another pid, and is ignored)."""
+    try:
+        record = json.loads((path / _SERVER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record.get("url") if str(record.get("pid")) == holder else None
+
+
+@contextmanager
+def served_at(store: str | Path | None, url: str) -> Iterator[None]:
+    """Record, for as long as the context lasts, that this process serves the embedded store at `url`."""
+    record = Path(store or default_store_path()) / _SERVER_FILE
+    record.write_text(json.dumps({"pid": os.getpid(), "url": url}))
+    try:
+        yield
+    finally:
+        record.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -2,8 +2,10 @@
 in a folder of its own. It has no optimizer running in the background: segments stay plain (exact search) until
 `optimize()` builds HNSW over those past HNSW_MIN_TILES, which `geosearch index` calls at the end of a run."""
 
+import errno
 import functools
 import logging
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -83,11 +85,46 @@ def search_params(exact: bool = False, hnsw_ef: int | None = HNSW_EF, acorn: boo
     return edge.SearchParams(hnsw_ef=hnsw_ef, exact=exact, acorn=edge.AcornSearchParams(enable=acorn))
 
 
+def _unallocated(root: Path) -> list[tuple[Path, int]]:
+    """The sparse files that loading the store's shards maps and touches page by page: everything in their
+    segments except the payload storage (the write-ahead log and payload pages are touched only when written)."""
+    sparse = []
+    for path in root.glob("*/segments/**/*"):
+        if path.is_file() and "payload_storage" not in path.parts:
+            info = path.stat()
+            if info.st_blocks * 512 < info.st_size:
+                sparse.append((path, info.st_size))
+    return sparse
+
+
+def reserve_mapped_files(root: Path, location: str) -> None:
+    """Qdrant Edge maps a shard's segment files and touches all their pages when it loads them (125 MB for a
+    fresh store of one archive): on a file system without room for their holes, the kernel kills the process
+    (SIGBUS), even for a read-only command. Allocating the holes first makes that a clear error before anything
+    is mapped; it changes no byte of the files, only reserves the blocks the engine would take anyway."""
+    sparse = _unallocated(root)
+    needed, free = sum(size - path.stat().st_blocks * 512 for path, size in sparse), free_bytes_at(root)
+    try:
+        if needed > free:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        for path, size in sparse:
+            with open(path, "r+b") as handle:
+                os.posix_fallocate(handle.fileno(), 0, size)
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise GeosearchError(f"{location}: cannot open the store ({error.strerror})") from None
+        raise GeosearchError(
+            f"{location}: opening the store needs {needed / 2**20:.0f} MiB more on its file system "
+            f"({free / 2**20:.0f} MiB free): Qdrant maps its files into memory; free some space"
+        ) from None
+
+
 class EdgeBackend:
     def __init__(self, root: Path):
         self.root = root
         self.location = str(root.parent)
         self._shards: dict[str, edge.EdgeShard] = {}
+        reserve_mapped_files(root, self.location)
 
     @_engine
     def _shard(self, name: str) -> edge.EdgeShard:

@@ -1,0 +1,71 @@
+"""The CLI's side of `geosearch serve`: while a server holds the embedded store (one process at a time, as Qdrant
+Edge allows), `index`, `search`, `scenes` and `stats` ask it through its API instead of failing."""
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from geosearch.errors import GeosearchError
+
+JOB_POLL_SECONDS = 0.5
+
+
+class ServiceClient:
+    """One server's API, its errors turned into GeosearchError lines. The token is GEOSEARCH_TOKEN, as for
+    `geosearch serve` itself."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 600):
+        self.url = url
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+
+    @classmethod
+    def from_env(cls, url: str) -> "ServiceClient":
+        return cls(url, os.environ.get("GEOSEARCH_TOKEN"))
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise GeosearchError(f"{self.url}: the geosearch serve holding the store does not answer "
+                                 f"({type(error).__name__}: {error})") from None
+        if response.status_code == 401:
+            raise GeosearchError(f"{self.url}: the geosearch serve holding the store wants its token: set "
+                                 "GEOSEARCH_TOKEN")
+        if response.is_error:
+            try:
+                message = response.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                message = f"HTTP {response.status_code}"
+            raise GeosearchError(f"{self.url}: {message}")
+        return response.json()
+
+    def health(self) -> dict:
+        return self._call("GET", "/health")
+
+    def stats(self) -> dict:
+        return self._call("GET", "/stats")
+
+    def scenes(self) -> dict:
+        """The scenes as a GeoJSON FeatureCollection of footprints."""
+        return self._call("GET", "/scenes")
+
+    def search(self, request: dict) -> dict:
+        """POST /search with `request` (SearchRequest's fields); the matches as a GeoJSON FeatureCollection."""
+        return self._call("POST", "/search", json=request)
+
+    def index(self, paths: list[str], force: bool, on_progress: Callable[[int, int], None]) -> dict:
+        """Run an index job and wait for its end, reporting (tiles done, tiles in all) as it goes; the job."""
+        job_id = self._call("POST", "/index", json={"paths": paths, "force": force})["job_id"]
+        while True:
+            job = self._call("GET", f"/jobs/{job_id}")
+            on_progress(job["progress"]["tiles_done"], job["progress"]["tiles_total"])
+            if job["state"] in ("done", "failed"):
+                return job
+            time.sleep(JOB_POLL_SECONDS)
+
+    def close(self) -> None:
+        self._http.close()
