@@ -87,6 +87,8 @@ def payloads(start: int, count: int, rng: np.random.Generator) -> list[dict]:
 
 
 def percentiles(seconds: list[float]) -> dict:
+    if not seconds:
+        return {"p50_ms": None, "p95_ms": None}
     ms = np.array(seconds) * 1000
     return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2)}
 

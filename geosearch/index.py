@@ -35,7 +35,7 @@ def check_space(archive: Archive, tiles: int) -> None:
     if free is not None and free < needed:
         raise GeosearchError(
             f"{archive.backend.location}: {free / 2**20:.0f} MiB free, but storing {tiles} tiles needs about "
-            f"{needed / 2**20:.0f} MiB; free some space or use another --store (nothing was written)"
+            f"{needed / 2**20:.0f} MiB; free some space or use another --store (no tile was stored)"
         )
 
 

@@ -19,6 +19,7 @@ from conftest import cut_short, run_geosearch
 from geosearch.data import AERIAL_3857, LANDSAT7_RGB, LANDSAT8_224077, LANDSAT8_224078
 from geosearch.store import open_backend
 from geosearch.store.archive import Archive
+from support import write_mosaic_vrt
 
 BOX = [-54.8315, -25.2208, -54.7783, -25.1723]
 
@@ -156,6 +157,48 @@ def test_paths_outside_the_roots_are_refused(server, archive_root, tmp_path):
     (archive_root / "escape.tif").unlink()
     nul = server.post("/index", json={"paths": [f"{archive_root}/a\x00b.tif"]})
     assert nul.status_code == 422 and nul.json()["error"] == "body.paths.0: Value error, holds a NUL character"
+    empty = server.post("/index", json={"paths": [""]})
+    assert empty.status_code == 422 and empty.json()["error"].startswith("body.paths.0: String should have at least")
+
+
+def _escaped(server, path: str, body: dict) -> httpx.Response:
+    """A body as JSON can carry it, escapes and all: a lone surrogate is valid JSON, but not UTF-8."""
+    return server.post(path, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+
+
+def test_lone_surrogates_are_422_not_500(server, archive_root):
+    for path, body, field in [("/index", {"paths": [f"{archive_root}/\ud800.tif"]}, "body.paths.0"),
+                              ("/search", {"bbox": BOX, "crs": "\ud800"}, "body.crs"),
+                              ("/search", {"bbox": BOX, "scenes": ["\ud800"]}, "body.scenes.0")]:
+        response = _escaped(server, path, body)
+        assert response.status_code == 422, (body, response.text)
+        assert response.json()["error"] in (f"{field}: Value error, holds a lone surrogate, which is not text",
+                                            f"{field}: Input should be a valid string, unable to parse raw data as "
+                                            "a unicode string")  # pydantic's own check, for a constrained string
+
+
+def test_a_vrt_under_a_root_cannot_read_outside_it(server, archive_root, tmp_path):
+    """The file named is under the root, the pixels it reads are not: refused before any job starts."""
+    outside = tmp_path / "secret.tif"
+    shutil.copy(AERIAL_3857, outside)
+    vrt = archive_root / "window.vrt"
+    write_mosaic_vrt(outside, vrt, 2048, 2048)
+    try:
+        response = server.post("/index", json={"paths": [str(vrt)]})
+        assert response.status_code == 403, response.text
+        assert response.json()["error"] == f"{vrt}: reads {outside}, outside the archive roots"
+    finally:
+        vrt.unlink()
+
+
+def test_a_fifo_is_refused_and_does_not_hold_up_the_jobs(server, archive_root):
+    fifo = archive_root / "pipe.tif"
+    os.mkfifo(fifo)
+    try:
+        response = server.post("/index", json={"paths": [str(fifo)]})
+        assert response.status_code == 400 and response.json()["error"] == f"{fifo}: not a regular file"
+    finally:
+        fifo.unlink()
 
 
 def test_a_job_whose_every_path_fails_ends_failed(server, archive_root):

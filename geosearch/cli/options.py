@@ -111,7 +111,7 @@ def model_options(command: Callable) -> Callable:
                      help="Tile-reading processes. [default: 1 on CPU, cores - 1 (max 8) on CUDA]"),
         click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
                      envvar="GEOSEARCH_RUNTIME", help="What runs the encoder; auto takes ONNX Runtime on the CPU "
-                                                      "(about 3x PyTorch there), PyTorch on CUDA."),
+                                                      "(about 2.5x PyTorch there), PyTorch on CUDA."),
         click.option("--compile", "compile_model", is_flag=True, help="torch.compile the encoder (pays on long runs)."),
     ]
     for option in reversed(options):

@@ -78,8 +78,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        first_line = str(error).split("\n")[0]
-        raise GeosearchError(f"{path}: not a readable checkpoint ({type(error).__name__}: {first_line})") from None
+        first_sentence = str(error).split("\n")[0].split(". ")[0]  # torch's advice after it is not for files
+        raise GeosearchError(f"{path}: not a readable checkpoint ({type(error).__name__}: {first_sentence})") \
+            from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise GeosearchError(
             f"{path}: not a geosearch checkpoint (a bare state dict? make one with "

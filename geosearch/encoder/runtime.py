@@ -1,6 +1,7 @@
-"""Where the encoder runs: PyTorch (CUDA, training, `--compile`) or ONNX Runtime on the CPU, about three times as
-fast there (BENCHMARKS.md). Both take the same uint8 tiles and give the same vectors (cosine ≥ 0.999, tested on
-real tiles), so the model id, and with it the archive's embedding space, does not depend on the runtime.
+"""Where the encoder runs: PyTorch (CUDA, training, `--compile`) or ONNX Runtime on the CPU, where `index` runs 2.5
+times as fast with the default model (BENCHMARKS.md). Both take the same uint8 tiles and give the same vectors
+(cosine ≥ 0.999, tested on real tiles), so the model id, and with it the archive's embedding space, does not depend
+on the runtime.
 
 The ONNX graph is exported from the checkpoint on first use and cached by model id; the resizing and
 normalisation in front of it stay in PyTorch, shared with the PyTorch path."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
+import rasterio
 import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -38,14 +39,20 @@ MAX_BODY_BYTES = 64 * 1024
 THUMBNAILS = 1024  # PNGs kept in memory (a few KB each): the plugin asks again for the rows it shows again
 
 
-def _no_nul(text: str) -> str:
-    """No path, id, CRS or date holds a NUL, and the file system refuses one with an error of its own."""
+def _plain_text(text: str) -> str:
+    """No path, id, CRS or date holds a NUL or a lone surrogate (JSON can escape one; UTF-8 cannot hold it), and
+    the file system and PROJ refuse them with errors of their own."""
     if "\0" in text:
         raise ValueError("holds a NUL character")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ValueError("holds a lone surrogate, which is not text") from None
     return text
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]
+Text = Annotated[str, AfterValidator(_plain_text)]
+FilePath = Annotated[str, Field(min_length=1), AfterValidator(_plain_text)]
 
 
 class SearchRequest(BaseModel):
@@ -65,7 +72,7 @@ class SearchRequest(BaseModel):
 
 
 class IndexRequest(BaseModel):
-    paths: Annotated[list[Text], Field(min_length=1, max_length=10_000)]
+    paths: Annotated[list[FilePath], Field(min_length=1, max_length=10_000)]
     force: bool = False
 
 
@@ -164,16 +171,30 @@ class Service:
         image.save(buffer, format="PNG")
         return buffer.getvalue()
 
+    def _under_roots(self, path: Path) -> bool:
+        return any(path.is_relative_to(root) for root in self.roots)
+
     def allowed_path(self, text: str) -> str:
-        """A path under one of the archive roots, after resolving `..` and symlinks; anything else is refused."""
+        """A regular file under one of the archive roots, after resolving `..` and symlinks, whose raster reads
+        no file outside them (a VRT may name any file); anything else is refused. Not a FIFO or a device: GDAL
+        would wait on it forever, and hold up every later job."""
         if not self.roots:
             raise PermissionError("this server has no archive roots; start it with --root DIR to allow indexing")
         try:
             path = Path(text).resolve(strict=True)
         except (OSError, RuntimeError):
             raise FileNotFoundError(f"{text}: no such file under the archive roots") from None
-        if not any(path.is_relative_to(root) for root in self.roots):
+        if not self._under_roots(path):
             raise PermissionError(f"{text}: outside the archive roots")
+        if not path.is_file():
+            raise GeosearchError(f"{text}: not a regular file")
+        try:
+            with rasterio.open(path) as dataset:
+                outside = [name for name in dataset.files if not self._under_roots(Path(name).resolve())]
+        except rasterio.errors.RasterioIOError:
+            return str(path)  # not a raster: the job says so, as for a file that breaks part-way
+        if outside:
+            raise PermissionError(f"{text}: reads {outside[0]}, outside the archive roots")
         return str(path)
 
     def run_index(self, job: Job, force: bool) -> None:

@@ -66,6 +66,3 @@ class ServiceClient:
             if job["state"] in ("done", "failed"):
                 return job
             time.sleep(JOB_POLL_SECONDS)
-
-    def close(self) -> None:
-        self._http.close()
