@@ -99,6 +99,11 @@ def tiling_from(kwargs: dict) -> TilingOptions:
     )
 
 
+runtime_option = click.option(
+    "--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True, envvar="GEOSEARCH_RUNTIME",
+    help="What runs the encoder; auto takes ONNX Runtime on the CPU (about 2.5x PyTorch there), PyTorch on CUDA.")
+
+
 def model_options(command: Callable) -> Callable:
     """The options that say which model embeds, and where."""
     options = [
@@ -109,9 +114,7 @@ def model_options(command: Callable) -> Callable:
         click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True),
         click.option("--workers", type=click.IntRange(min=0),
                      help="Tile-reading processes. [default: 1 on CPU, cores - 1 (max 8) on CUDA]"),
-        click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
-                     envvar="GEOSEARCH_RUNTIME", help="What runs the encoder; auto takes ONNX Runtime on the CPU "
-                                                      "(about 2.5x PyTorch there), PyTorch on CUDA."),
+        runtime_option,
         click.option("--compile", "compile_model", is_flag=True, help="torch.compile the encoder (pays on long runs)."),
     ]
     for option in reversed(options):

@@ -8,9 +8,8 @@ import geopandas as gpd
 import shapely
 
 from geosearch.cli.main import cli
-from geosearch.cli.options import open_archive, store_options, through_server
+from geosearch.cli.options import open_archive, runtime_option, store_options, through_server
 from geosearch.encoder.device import DEVICES
-from geosearch.encoder.runtime import RUNTIMES
 from geosearch.errors import GeosearchError, StoreServed
 from geosearch.export import FORMATS, check_output_path, scenes_frame, write_features
 from geosearch.query import Box, Query, build_query, encoder_for
@@ -69,8 +68,7 @@ def print_matches(frame: gpd.GeoDataFrame) -> None:
 @click.option("--model", "model_spec", default="default", show_default=True, envvar="GEOSEARCH_MODEL",
               help="The checkpoint the archive was indexed with: a file, 'default' or 'pretrained'.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, envvar="GEOSEARCH_DEVICE")
-@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True, envvar="GEOSEARCH_RUNTIME",
-              help="What runs the encoder for a box or picture query (see index).")
+@runtime_option
 @store_options
 def search(bbox: tuple | None, crs: str, tile: str | None, image: str | None, query_scene: str | None,
            raster: str | None, k: int, within: str | None, scenes: tuple[str, ...], after: str | None,

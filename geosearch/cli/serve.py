@@ -8,10 +8,9 @@ from pathlib import Path
 import click
 
 from geosearch.cli.main import cli
-from geosearch.cli.options import open_archive, store_options
+from geosearch.cli.options import open_archive, runtime_option, store_options
 from geosearch.encoder.default import open_model
 from geosearch.encoder.device import DEVICES, describe_device, resolve_device
-from geosearch.encoder.runtime import RUNTIMES
 from geosearch.errors import GeosearchError
 from geosearch.store import served_at
 
@@ -46,8 +45,7 @@ def _is_loopback(host: str) -> bool:
 @click.option("--model", "model_spec", default="default", show_default=True, envvar="GEOSEARCH_MODEL",
               help="A checkpoint file, 'default' or 'pretrained'.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, envvar="GEOSEARCH_DEVICE")
-@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True, envvar="GEOSEARCH_RUNTIME",
-              help="What runs the encoder; auto takes ONNX Runtime on the CPU, PyTorch on CUDA.")
+@runtime_option
 @store_options
 def serve(host: str, port: int, token: str | None, roots: tuple[str, ...], model_spec: str, device: str, runtime: str,
           store: str | None, qdrant_url: str | None, api_key: str | None, collection: str) -> None:
