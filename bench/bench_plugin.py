@@ -1,5 +1,6 @@
-"""What a QGIS user waits for: from the end of a drag to the matches layer and the dock filled (the search, k
-thumbnails, the layers), against a running `geosearch serve`; and, in the same run, the bare POST /search.
+"""What a QGIS user waits for, against a running `geosearch serve`: from the end of a drag to the matches and query
+layers and the dock's rows (the search, the layers), and apart from that to the last of the k thumbnails in the
+rows; and, in the same run, the bare POST /search.
 
 Runs in the Python that has QGIS, e.g. after `make demo`:
 
@@ -14,6 +15,7 @@ import random
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,14 @@ from geosearch_qgis.settings import Settings
 UTM21S = QgsCoordinateReferenceSystem("EPSG:32621")
 DATA = (703035, -2808465, 741435, -2777745)  # the shipped Landsat 8 crop with no nodata (224077), in UTM 21S
 SIDE = 6000  # metres: a box of about 200 × 200 Landsat pixels
+
+
+def ms_until(done: Callable[[], bool], start: float) -> float:
+    """Run the interface thread's events until `done()`; the milliseconds since `start`."""
+    while not done():
+        QCoreApplication.processEvents()
+        time.sleep(0.001)
+    return 1000 * (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -53,15 +63,16 @@ def main() -> None:
         x, y = rng.uniform(DATA[0], DATA[2] - SIDE), rng.uniform(DATA[1], DATA[3] - SIDE)
         boxes.append(QgsRectangle(x, y, x + SIDE, y + SIDE))
 
-    plugin_ms, search_ms = [], []
+    rows_ms, thumbnails_ms, search_ms = [], [], []
+    missing = 0  # thumbnails that did not come
     for box in boxes:
         start = time.perf_counter()
         plugin.search_box(box)
-        while plugin.searching is not None:
-            QCoreApplication.processEvents()
-            time.sleep(0.001)
-        plugin_ms.append(1000 * (time.perf_counter() - start))
+        rows_ms.append(ms_until(lambda: plugin.searching is None, start))
         assert plugin.matches is not None and plugin.matches.featureCount() == args.k, plugin.dock.message.text()
+        assert plugin.dock.table.rowCount() == args.k
+        thumbnails_ms.append(ms_until(lambda: not plugin.thumbnails.busy(), start))
+        missing += sum(plugin.dock.table.item(row, 0).icon().isNull() for row in range(args.k))
 
         body = json.dumps(plugin.settings.search_body(box, UTM21S)).encode()
         start = time.perf_counter()
@@ -71,9 +82,12 @@ def main() -> None:
         search_ms.append(1000 * (time.perf_counter() - start))
     plugin.unload()
 
-    for name, values in (("drag → layer and dock (plugin)", plugin_ms), ("POST /search alone", search_ms)):
+    for name, values in (("drag → layers and rows (plugin)", rows_ms),
+                         ("drag → all thumbnails in the rows (plugin)", thumbnails_ms),
+                         ("POST /search alone", search_ms)):
         print(f"{name}: p50 {np.percentile(values, 50):.0f} ms, p95 {np.percentile(values, 95):.0f} ms, "
               f"max {max(values):.0f} ms over {len(values)} searches, k={args.k}")
+    print(f"thumbnails that did not come: {missing} of {args.k * len(boxes)}")
 
 
 if __name__ == "__main__":

@@ -164,10 +164,12 @@ def index_scenes(
     workers: int | None = None,
     compile: bool = False,
     runtime: str = "auto",
+    encoder: torch.nn.Module | None = None,
     on_tiles: Callable[[int], None] | None = None,
 ) -> IndexReport:
     """Index scenes that are not complete in the archive yet (all of them with `force`). The stretches that
-    planning them added to `profiles` are recorded in the archive for the later scenes of their profile."""
+    planning them added to `profiles` are recorded in the archive for the later scenes of their profile.
+    `encoder`, one already loaded (the server's), is used instead of loading the checkpoint's again."""
     report = IndexReport()
     pending = []
     for planned in scenes:
@@ -194,7 +196,8 @@ def index_scenes(
     read = [0] * len(pending)
     kept: list[list[np.ndarray]] = [[] for _ in pending]
     failed: set[int] = set()
-    encoder = load_encoder(checkpoint, device, runtime, compile)
+    if encoder is None:
+        encoder = load_encoder(checkpoint, device, runtime, compile)
     results = embed_scenes(encoder, pending, tiling, device, batch_size, workers, compile)
     for result in results:
         s = result.scene

@@ -7,11 +7,16 @@ made of tiles of that size too, never of the box stretched or squeezed to the en
   side; a box wider than that is sampled by that many tiles spread over it). Their unit vectors are averaged and
   the mean renormalised, so the query is the direction the box's tiles share.
 Tiles with less than the archive's `min_valid` fraction of valid pixels are left out.
+
+A query may be refined with more examples of any of these kinds: positives, like the places wanted, and
+negatives, unlike them (search.py says how they are searched).
 """
 
+import dataclasses
+import functools
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +43,7 @@ from geosearch.store.archive import Archive
 from geosearch.tiling import TilingOptions, grid_at, read_tile
 
 MAX_QUERY_TILES = 8  # per side: a box of up to 8 × 8 tiles is covered whole
+MAX_EXAMPLES = 32  # in one query, itself included: each box is embedded, and each example is scored on every tile
 QUICKLOOK_SIDE = 256  # pixels of the query picture kept for the quicklook
 
 
@@ -108,13 +114,21 @@ class Box:
 
 @dataclass(frozen=True)
 class Query:
-    """A unit vector to search with, what it covers on the ground (None for a picture) and what it shows."""
+    """A unit vector to search with, what it covers on the ground (None for a picture) and what it shows. Refined
+    with examples, it also carries more queries like the wanted places (positives; itself is the first) and
+    queries unlike them (negatives)."""
 
     vector: np.ndarray
     footprint: shapely.Geometry | None  # EPSG:4326
     pixels: np.ndarray | None  # (3, H, W) uint8, for the quicklook
     scene_id: str | None
     description: dict  # goes into every exported match as `query`
+    positives: tuple["Query", ...] = ()
+    negatives: tuple["Query", ...] = ()
+
+    def examples(self) -> tuple["Query", ...]:
+        """Itself, then its other positives, then its negatives."""
+        return (self, *self.positives, *self.negatives)
 
 
 def _embed(encoder: Embedder, pixels: np.ndarray, device: torch.device) -> np.ndarray:
@@ -282,21 +296,15 @@ def encoder_for(archive: Archive, model_spec: str, device: str,
     return load_encoder(checkpoint, torch_device, runtime), torch_device
 
 
-def build_query(archive: Archive, *, bbox: tuple | None = None, crs: str = "EPSG:4326", tile: str | None = None,
-                image: str | None = None, query_scene: str | None = None, raster: str | None = None,
-                encoder: Callable[[], tuple[Embedder, torch.device]] | None = None) -> Query:
-    """The query a user describes: exactly one of a box (read from `query_scene`, from `raster`, or from the
-    indexed scene covering most of it), a stored tile, or a picture. `encoder` gives the archive's encoder when a
-    query needs embedding (default: the default model, checked against the archive, on the best device)."""
+def _example(archive: Archive, encoder: Callable[[], tuple[Embedder, torch.device]], *, bbox: tuple | None = None,
+             crs: str = "EPSG:4326", tile: str | None = None, image: str | None = None, query_scene: str | None = None,
+             raster: str | None = None) -> Query:
+    """One query of build_query's kinds."""
     if sum(x is not None for x in (bbox, tile, image)) != 1:
         raise GeosearchError("give one query: --bbox MINX MINY MAXX MAXY, --tile ID or --image PATH")
-    if (query_scene or raster) and bbox is None:
-        raise GeosearchError("--query-scene and --raster say where a --bbox is read from; they need --bbox")
-    if query_scene and raster:
-        raise GeosearchError("--query-scene and --raster both say where to read the box: give one")
     if tile is not None:
         return tile_query(archive, tile)
-    model, torch_device = encoder() if encoder else encoder_for(archive, "default", "auto")
+    model, torch_device = encoder()
     if image is not None:
         return image_query(image, model, torch_device)
     box = Box.parse(bbox, crs)
@@ -304,6 +312,39 @@ def build_query(archive: Archive, *, bbox: tuple | None = None, crs: str = "EPSG
         return raster_query(archive, raster, box, model, torch_device)
     records = archive.find_scenes(query_scene)[:1] if query_scene else covering_scenes(archive, box)
     return scene_query(box, records, model, torch_device)
+
+
+def build_query(archive: Archive, *, bbox: tuple | None = None, crs: str = "EPSG:4326", tile: str | None = None,
+                image: str | None = None, query_scene: str | None = None, raster: str | None = None,
+                positives: Sequence[dict] = (), negatives: Sequence[dict] = (),
+                encoder: Callable[[], tuple[Embedder, torch.device]] | None = None) -> Query:
+    """The query a user describes: exactly one of a box (read from `query_scene`, from `raster`, or from the
+    indexed scene covering most of it), a stored tile, or a picture; refined by `positives` and `negatives`, more
+    examples each given as this function's keywords (`bbox` with `crs`, `tile` or `image`). Without a query, the
+    first positive is the query. `encoder` gives the archive's encoder when a query needs embedding (default: the
+    default model, checked against the archive, on the best device); it is asked once."""
+    if (query_scene or raster) and bbox is None:
+        raise GeosearchError("--query-scene and --raster say where a --bbox is read from; they need --bbox")
+    if query_scene and raster:
+        raise GeosearchError("--query-scene and --raster both say where to read the box: give one")
+    given = any(x is not None for x in (bbox, tile, image))
+    if negatives and not (given or positives):
+        raise GeosearchError("a negative needs at least one positive: give a query (--bbox, --tile or --image) or "
+                             "a --positive")
+    count = given + len(positives) + len(negatives)
+    if count > MAX_EXAMPLES:
+        raise GeosearchError(f"{count} examples: give at most {MAX_EXAMPLES} in all (the query, positives and "
+                             "negatives)")
+    embedder = functools.cache(encoder or (lambda: encoder_for(archive, "default", "auto")))
+    first, *more = ([{"bbox": bbox, "crs": crs, "tile": tile, "image": image, "query_scene": query_scene,
+                      "raster": raster}] if given or not positives else []) + list(positives)
+    query = _example(archive, embedder, **first)
+    if not (more or negatives):
+        return query
+    like = tuple(_example(archive, embedder, **example) for example in more)
+    unlike = tuple(_example(archive, embedder, **example) for example in negatives)
+    return dataclasses.replace(query, positives=like, negatives=unlike, description=query.description | {
+        "positives": [q.description for q in like], "negatives": [q.description for q in unlike]})
 
 
 def archive_tiling(archive: Archive) -> TilingOptions:

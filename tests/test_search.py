@@ -1,6 +1,7 @@
 """Search on the shipped scenes with the default model: ground truth on the overlapping Landsat 8 pair, box
 extremes, self-exclusion, de-duplication, filters, every query kind, exports, the demo and every bad input."""
 
+import dataclasses
 import itertools
 import json
 from datetime import UTC, datetime
@@ -29,12 +30,16 @@ from geosearch.query import (
     tile_pixels,
     tile_query,
 )
-from geosearch.search import DEDUP_IOU, SELF_OVERLAP, Filters, hits_frame, search
+from geosearch.search import DEDUP_IOU, SELF_OVERLAP, Filters, hits_frame, hits_geojson, search
 from geosearch.store import open_backend
 from geosearch.store.archive import Archive
 from geosearch.tiling import TilingOptions
 
 CPU = torch.device("cpu")
+# Tiles of the shipped scenes (path, row, col) by what they show, for the refined searches.
+WATER = (LANDSAT8_224078, 618, 1024)  # the reservoir in the south-east of crop B
+SNOW = (AERIAL_3857, 260, 247)  # a snow-covered field
+FIELDS = (LANDSAT8_224077, 337, 118)  # crops in crop A
 
 
 @pytest.fixture(scope="module")
@@ -176,15 +181,150 @@ def test_image_query_finds_the_tile_it_shows(archive, model, tmp_path):
 
 
 def test_both_backends_answer_alike(tmp_path, model, archive):
-    """The same query through qdrant-client's local mode returns the same tiles, in the same order."""
+    """The same query through qdrant-client's local mode returns the same tiles, in the same order; so does a
+    query refined with another positive and a negative under a filter (Qdrant's recommendation query in each)."""
     _index(tmp_path / "client", model, TilingOptions(), shipped_scenes(), url=f"file://{tmp_path / 'client'}")
-    tile_id = next(archive.tiles(archive.find_scenes(str(LANDSAT8_224077))[0]["scene_id"]))[0]
-    edge_hits = search(archive, tile_query(archive, tile_id), 15)
+    tiles = [t for t, _ in archive.tiles(archive.find_scenes(str(LANDSAT8_224077))[0]["scene_id"])]
+    refined = {"tile": tiles[0], "positives": [{"tile": tiles[7]}], "negatives": [{"tile": tiles[12]}]}
+
+    def answers(store: Archive) -> list[list]:
+        return [search(store, tile_query(store, tiles[0]), 15),
+                search(store, build_query(store, **refined), 15, Filters.of(store, after="2020-01-01"))]
+
+    edge = answers(archive)
     with open_backend(url=f"file://{tmp_path / 'client'}") as backend:
-        client = Archive.open(backend, "tiles")
-        client_hits = search(client, tile_query(client, tile_id), 15)
-    assert [h.tile_id for h in client_hits] == [h.tile_id for h in edge_hits]
-    assert np.allclose([h.score for h in client_hits], [h.score for h in edge_hits], atol=1e-4)
+        client = answers(Archive.open(backend, "tiles"))
+    assert len(edge[0]) == 15 and len(edge[1]) >= 5
+    for client_hits, edge_hits in zip(client, edge, strict=True):
+        assert [h.tile_id for h in client_hits] == [h.tile_id for h in edge_hits]
+        assert np.allclose([h.score for h in client_hits], [h.score for h in edge_hits], atol=1e-4)
+
+
+def _served(archive: Archive) -> dict[str, tuple[np.ndarray, dict]]:
+    """Every served tile's vector and payload, to check the store's answers against."""
+    ids = [tile_id for scene in archive.complete_scenes() for tile_id, _ in archive.tiles(scene["scene_id"])]
+    return archive.backend.points(archive.collection, ids)
+
+
+def _tile_at(archive: Archive, at: tuple) -> str:
+    """The tile of a scene (its path) at a row and column."""
+    path, row, col = at
+    scene = archive.find_scenes(str(path))[0]
+    return next(t for t, p in archive.tiles(scene["scene_id"]) if (p["row"], p["col"]) == (row, col))
+
+
+def _scanned(stored: dict, query, k: int) -> list[tuple[str, float]]:
+    """What a refined search without de-duplication should answer, from a scan of every stored vector: the tiles
+    nearer to a positive than to any negative and off the examples' ground, by their cosine to the nearest
+    positive."""
+    ground = shapely.union_all([q.footprint for q in query.examples()])
+    positives = np.stack([query.vector, *(q.vector for q in query.positives)])
+    negatives = np.stack([q.vector for q in query.negatives]) if query.negatives else np.empty((0, positives.shape[1]))
+    found = []
+    for tile_id, (vector, payload) in stored.items():
+        footprint = shapely.geometry.shape(payload["footprint"])
+        near, far = (positives @ vector).max(), (negatives @ vector).max(initial=-np.inf)
+        if near > far and shapely.intersection(footprint, ground).area <= SELF_OVERLAP * footprint.area:
+            found.append((tile_id, float(near)))
+    return sorted(found, key=lambda found: -found[1])[:k]
+
+
+def test_a_negative_moves_the_matches_away_from_it(archive):
+    """Water as the query: the plain search ranks snow-covered fields of the aerial scene (and white clouds) with
+    it. A snowy field as a negative takes out all that is nearer to it than to the water, and the reservoir's other
+    water moves up; each match scores its cosine to the water."""
+    water, snow = _tile_at(archive, WATER), _tile_at(archive, SNOW)
+    query = build_query(archive, tile=water, negatives=[{"tile": snow}])
+    stored = _served(archive)
+
+    def nearer_the_snow(tile_id: str) -> bool:
+        return stored[tile_id][0] @ query.negatives[0].vector >= stored[tile_id][0] @ query.vector
+
+    plain = [h.tile_id for h in search(archive, tile_query(archive, water), 20)]
+    refined = search(archive, query, 10)
+    snowy = [t for t in plain[:10] if t != snow and nearer_the_snow(t)]
+    assert sum(stored[t][1]["scene_path"].endswith(AERIAL_3857.name) for t in snowy) >= 3
+    assert len(refined) == 10 and not any(nearer_the_snow(h.tile_id) for h in refined)
+    reservoir = _tile_at(archive, (LANDSAT8_224078, 362, 1024))
+    assert [h.tile_id for h in refined].index(reservoir) <= plain.index(reservoir) - 3
+    for hit in refined:
+        assert hit.score == pytest.approx(float(stored[hit.tile_id][0] @ query.vector), abs=1e-4)
+
+
+def test_refined_matches_are_those_a_scan_of_every_vector_gives(archive):
+    """Another positive, a negative, or both: the store's recommendation query answers what a scan of the stored
+    vectors gives (before de-duplication), tiles and scores; with several positives, each one's best match is in."""
+    water, fields, snow = (_tile_at(archive, at) for at in (WATER, FIELDS, SNOW))
+    stored = _served(archive)
+    for positives, negatives in (([fields], []), ([], [snow]), ([fields], [snow])):
+        query = build_query(archive, tile=water, positives=[{"tile": t} for t in positives],
+                            negatives=[{"tile": t} for t in negatives])
+        found = search(archive, query, 12, dedup=False)
+        expected = _scanned(stored, query, 12)
+        assert [h.tile_id for h in found] == [tile_id for tile_id, _ in expected]
+        assert np.allclose([h.score for h in found], [score for _, score in expected], atol=1e-4)
+    both = {h.tile_id for h in search(archive, build_query(archive, tile=water, positives=[{"tile": fields}]), 12)}
+    assert {search(archive, tile_query(archive, t), 1)[0].tile_id for t in (water, fields)} <= both
+
+
+def test_self_exclusion_covers_every_example(archive):
+    """Three tiles of A that B covers too, as the query, a positive and a negative: no match lies on the ground of
+    any of them (their twins in B included). With include_self, both positives come back first, themselves; the
+    negative does not."""
+    a, b = (archive.find_scenes(str(p))[0] for p in (LANDSAT8_224077, LANDSAT8_224078))
+    places_of_b = {p["place_id"] for _, p in archive.tiles(b["scene_id"]) if "place_id" in p}
+    shared = [t for t, p in archive.tiles(a["scene_id"]) if p.get("place_id") in places_of_b]
+    first, second, negative = shared[0], shared[2], shared[4]
+    query = build_query(archive, tile=first, positives=[{"tile": second}], negatives=[{"tile": negative}])
+    hits = search(archive, query, 20, dedup=False)
+    assert len(hits) >= 10
+    for hit in hits:
+        for example in query.examples():
+            assert shapely.intersection(hit.footprint, example.footprint).area <= SELF_OVERLAP * hit.footprint.area
+    with_self = search(archive, query, 20, include_self=True)
+    assert {h.tile_id for h in with_self[:2]} == {first, second} and with_self[1].score > 0.999
+    assert negative not in {h.tile_id for h in with_self}
+
+
+def test_examples_without_a_query_and_bad_examples(archive):
+    """Without a query, the first positive is the query. A negative alone, too many examples, or an example
+    embedded by another model (here a 32-d vector) is one error."""
+    water, snow = _tile_at(archive, WATER), _tile_at(archive, SNOW)
+    given = build_query(archive, tile=water, negatives=[{"tile": snow}])
+    folded = build_query(archive, positives=[{"tile": water}], negatives=[{"tile": snow}])
+    assert folded.description == given.description and np.array_equal(folded.vector, given.vector)
+    with pytest.raises(GeosearchError, match=r"^a negative needs at least one positive: give a query"):
+        build_query(archive, negatives=[{"tile": snow}])
+    with pytest.raises(GeosearchError, match=r"^33 examples: give at most 32 in all \(the query, positives and"):
+        build_query(archive, tile=water, positives=[{"tile": water}] * 16, negatives=[{"tile": snow}] * 16)
+    alien = dataclasses.replace(given, vector=np.full(32, 32 ** -0.5, dtype=np.float32))
+    with pytest.raises(GeosearchError, match=r"^negative example 1 has 32 dimensions, the archive 512: embed it "
+                                             rf"with the archive's model {archive.model_id}$"):
+        search(archive, dataclasses.replace(given, negatives=(alien,)), 5)
+
+
+def test_cli_refines_with_examples_of_every_kind(store, tmp_path):
+    """--positive and --negative take a tile id, a box in --crs and a picture, and answer what the library
+    answers."""
+    x0, y0 = 703035 + 512 * 30, -2777745 - 256 * 30  # a tile of scene A, EPSG:32621
+    box = (x0, y0 - 256 * 30, x0 + 256 * 30, y0)
+    with open_backend(store) as backend:
+        archive = Archive.open(backend, "tiles")
+        water, fields, snow = (_tile_at(archive, at) for at in (WATER, FIELDS, SNOW))
+        picture = tmp_path / "fields.png"
+        Image.fromarray(tile_pixels(archive, archive.tile(fields)[1]).transpose(1, 2, 0)).save(picture)
+        query = build_query(archive, tile=water, negatives=[{"tile": snow}],
+                            positives=[{"image": str(picture)}, {"bbox": box, "crs": "EPSG:32621"}])
+        expected = search(archive, query, 6)
+    given = run_geosearch("search", "--tile", water, "--positive", str(picture), "--positive", ",".join(map(str, box)),
+                          "--crs", "EPSG:32621", "--negative", snow, "-k", "6", "--json", "--store", str(store))
+    assert given.returncode == 0, given.stderr
+    features = json.loads(given.stdout)["features"]
+    assert [f["properties"]["tile_id"] for f in features] == [h.tile_id for h in expected]
+    assert np.allclose([f["properties"]["score"] for f in features], [h.score for h in expected], atol=1e-4)
+    described = json.loads(features[0]["properties"]["query"])
+    assert described["tile_id"] == water and [p["type"] for p in described["positives"]] == ["image", "bbox"]
+    assert [n["tile_id"] for n in described["negatives"]] == [snow]
 
 
 def test_cli_search_writes_every_format_and_the_quicklook(store, tmp_path):
@@ -233,6 +373,8 @@ def test_cli_search_writes_every_format_and_the_quicklook(store, tmp_path):
     (["--tile", "x", "--within", "1,2,3"], "--within '1,2,3': give MINLON,MINLAT,MAXLON,MAXLAT or a polygon file"),
     (["--tile", "x", "--after", "May"], "--after 'May': give a date like 2020-05-18"),
     (["--tile", "x", "--scene", "nowhere.tif"], "no scene 'nowhere.tif' in the archive"),
+    (["--negative", "0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17"], "a negative needs at least one positive: give a query"),
+    (["--tile", "x", "--positive", "1,2,3"], "--positive '1,2,3': give a tile id, a box MINX,MINY,MAXX,MAXY (in"),
 ])
 def test_bad_search_input_is_one_clear_error(store, args, message):
     result = run_geosearch("search", *args, "--store", str(store))
@@ -284,6 +426,18 @@ def test_hits_frame_keeps_its_schema_when_empty(archive):
     query = tile_query(archive, next(archive.tiles(archive.find_scenes(str(AERIAL_3857))[0]["scene_id"]))[0])
     frame = hits_frame([], query)
     assert len(frame) == 0 and {"rank", "score", "tile_id", "query"} <= set(frame.columns)
+
+
+def test_the_service_geojson_is_the_file_formats_features(archive):
+    """hits_geojson, which the service answers with, holds what hits_frame writes to files, feature by feature."""
+    scene = archive.find_scenes(str(LANDSAT8_224077))[0]
+    query = tile_query(archive, next(archive.tiles(scene["scene_id"]))[0])
+    filters = Filters.of(archive, after="2020-01-01")
+    hits = search(archive, query, 8, filters)
+    assert len(hits) == 8
+    for found, given in ((hits, filters), ([], Filters())):
+        sent = json.loads(json.dumps(hits_geojson(found, query, given)))
+        assert sent == json.loads(hits_frame(found, query, given).to_json(drop_id=True))
 
 
 def test_box_from_a_raster_that_is_not_indexed_or_from_a_chosen_scene(archive, derive):

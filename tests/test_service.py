@@ -11,12 +11,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import geopandas as gpd
 import httpx
 import pytest
+import rasterio
+import torch
+from fastapi.testclient import TestClient
+from rasterio.warp import transform_bounds
 
 from conftest import cut_short, run_geosearch
 from geosearch.data import AERIAL_3857, LANDSAT7_RGB, LANDSAT8_224077, LANDSAT8_224078
+from geosearch.encoder.default import default_checkpoint
+from geosearch.service.app import Service, create_app
 from geosearch.store import open_backend
 from geosearch.store.archive import Archive
 from support import write_mosaic_vrt
@@ -106,6 +113,20 @@ def test_search_answer_equals_the_cli(server, store):
     assert by_tile.status_code == 200 and len(by_tile.json()["features"]) == 3
 
 
+def test_examples_in_a_search_answer_as_the_cli(server, store, tmp_path):
+    """positives and negatives in POST /search give what --positive and --negative give the CLI."""
+    plain = [f["properties"]["tile_id"] for f in server.post("/search", json={"bbox": BOX, "k": 8}).json()["features"]]
+    body = {"tile_id": plain[0], "positives": [{"bbox": BOX}], "negatives": [{"tile_id": plain[1]}], "k": 5}
+    answer = server.post("/search", json=body).json()
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy, ignore=shutil.ignore_patterns(".geosearch.lock"))
+    cli = run_geosearch("search", "--tile", plain[0], "--positive", ",".join(map(str, BOX)), "--negative", plain[1],
+                        "-k", "5", "--json", "--store", str(copy))
+    assert cli.returncode == 0, cli.stderr
+    assert answer == json.loads(cli.stdout) and answer["features"]
+    assert plain[1] not in [f["properties"]["tile_id"] for f in answer["features"]]
+
+
 def test_thumbnail(server):
     tile_id = server.post("/search", json={"bbox": BOX, "k": 1}).json()["features"][0]["properties"]["tile_id"]
     picture = server.get(f"/tiles/{tile_id}/thumbnail.png", params={"size": 64})
@@ -128,6 +149,14 @@ def test_thumbnail(server):
     ({"bbox": BOX, "after": "May"}, 400, "after 'May': give a date like 2020-05-18"),
     ({"bbox": BOX, "before": "June"}, 400, "before 'June': give a date like 2020-05-18"),
     ({"bbox": BOX, "scenes": ["a\x00b"]}, 422, "body.scenes.0: Value error, holds a NUL character"),
+    ({"negatives": [{"tile_id": "0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17"}]}, 400,
+     "a negative needs at least one positive: give bbox, tile_id or positives"),
+    ({"bbox": BOX, "positives": [{"tile_id": "0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17"}] * 20,
+      "negatives": [{"bbox": BOX}] * 12}, 422, "body: Value error, 33 examples: give at most 32 in all"),
+    ({"bbox": BOX, "negatives": [{"crs": "EPSG:32621"}]}, 400, "negatives.0: give bbox (with crs) or tile_id"),
+    ({"positives": [{"bbox": BOX}, {"tile_id": "0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17"}]}, 404, "no tile"),
+    ({"positives": [{"bbox": [1, 2]}]}, 422, "body.positives.0.bbox"),
+    ({"bbox": BOX, "positives": [{"bbox": [10, 10, 11, 11]}]}, 400, "lies outside every indexed scene"),
 ])
 def test_bad_search_requests_are_4xx_with_a_message(server, body, status, message):
     response = server.post("/search", json=body)
@@ -201,13 +230,19 @@ def test_a_fifo_is_refused_and_does_not_hold_up_the_jobs(server, archive_root):
         fifo.unlink()
 
 
-def test_a_job_whose_every_path_fails_ends_failed(server, archive_root):
-    (archive_root / "notes.tif").write_text("not a raster")
-    job_id = server.post("/index", json={"paths": [str(archive_root / "notes.tif")]}).json()["job_id"]
-    deadline, status = time.monotonic() + 60, {"state": "queued"}
+def _job_ended(server: Server, job: httpx.Response, seconds: float = 180) -> dict:
+    """The status of the job that `job` started, once it has ended (or `seconds` have passed)."""
+    assert job.status_code == 202, job.text
+    deadline, status = time.monotonic() + seconds, {"state": "queued"}
     while status["state"] in ("queued", "running") and time.monotonic() < deadline:
         time.sleep(0.2)
-        status = server.get(f"/jobs/{job_id}").json()
+        status = server.get(f"/jobs/{job.json()['job_id']}").json()
+    return status
+
+
+def test_a_job_whose_every_path_fails_ends_failed(server, archive_root):
+    (archive_root / "notes.tif").write_text("not a raster")
+    status = _job_ended(server, server.post("/index", json={"paths": [str(archive_root / "notes.tif")]}))
     assert status["state"] == "failed" and "cannot be opened as a raster" in status["errors"][0]["error"]
     (archive_root / "notes.tif").unlink()
 
@@ -259,6 +294,47 @@ def test_no_tile_of_an_unfinished_scene_is_served(store, tmp_path):
         served.stop()
 
 
+def test_a_scene_indexed_again_shows_its_new_pixels(tmp_path):
+    """Thumbnails are cached by tile id, and a scene rewritten in place (same grid, same file size, so the same
+    scene and tile ids) keeps its ids: indexing it again with force drops the cached pictures."""
+    root, scene = tmp_path / "archive", tmp_path / "archive" / "aerial.tif"
+    root.mkdir()
+    with rasterio.open(AERIAL_3857) as source:
+        pixels, profile = source.read(), source.profile | {"compress": "none", "photometric": "rgb"}
+    with rasterio.open(scene, "w", **profile) as copy:
+        copy.write(pixels)
+    served = Server(tmp_path / "store", "--root", str(root))
+    try:
+        assert _job_ended(served, served.post("/index", json={"paths": [str(scene)]}))["state"] == "done"
+        with rasterio.open(scene) as dataset:
+            box = list(transform_bounds(dataset.crs, "EPSG:4326", *dataset.bounds))
+        found = served.post("/search", json={"bbox": box, "k": 1, "include_self": True}).json()
+        tile_id = found["features"][0]["properties"]["tile_id"]
+        before = served.get(f"/tiles/{tile_id}/thumbnail.png")
+        with rasterio.open(scene, "r+") as dataset:
+            dataset.write(255 - pixels)
+        reindexed = _job_ended(served, served.post("/index", json={"paths": [str(scene)], "force": True}))
+        assert reindexed["summary"]["indexed"] == 1
+        after = served.get(f"/tiles/{tile_id}/thumbnail.png")
+        assert before.status_code == after.status_code == 200 and before.content != after.content
+    finally:
+        served.stop()
+
+
+def test_requests_worked_on_at_once_are_capped(store, tmp_path):
+    """The app caps the threads that work on requests (FastAPI's default is 40) and still answers searches."""
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy, ignore=shutil.ignore_patterns(".geosearch.lock"))
+    with open_backend(str(copy)) as backend:
+        checkpoint = default_checkpoint()
+        service = Service(Archive.open(backend, "tiles", checkpoint.model_id), checkpoint, torch.device("cpu"), [])
+        for app, threads in ((create_app(service, 3), 3), (create_app(service), 2 * len(os.sched_getaffinity(0)))):
+            with TestClient(app) as client:
+                limiter = client.portal.call(anyio.to_thread.current_default_thread_limiter)
+                assert limiter.total_tokens == threads
+                assert len(client.post("/search", json={"bbox": BOX, "k": 2}).json()["features"]) == 2
+
+
 def test_the_token_is_enforced(store, tmp_path):
     copy = tmp_path / "store"
     shutil.copytree(store, copy, ignore=shutil.ignore_patterns(".geosearch.lock"))
@@ -298,6 +374,12 @@ def test_the_cli_goes_through_the_server_that_holds_the_store(archive_root, tmp_
         searched = run_geosearch("search", "--bbox", *map(str, BOX), "-k", "5", "--json", "--store", str(copy),
                                  env=token)
         assert searched.returncode == 0 and json.loads(searched.stdout) == answer
+        tiles = [feature["properties"]["tile_id"] for feature in answer["features"]]
+        refined = run_geosearch("search", "--positive", tiles[0], "--negative", tiles[1], "-k", "3", "--json",
+                                "--store", str(copy), env=token)
+        assert refined.returncode == 0, refined.stderr
+        assert json.loads(refined.stdout) == served.post("/search", json={
+            "positives": [{"tile_id": tiles[0]}], "negatives": [{"tile_id": tiles[1]}], "k": 3}).json()
         saved = run_geosearch("search", "--bbox", *map(str, BOX), "-k", "5", "-o", str(tmp_path / "m.gpkg"),
                               "--store", str(copy), env=token)
         assert saved.returncode == 0 and saved.stdout.count("\n") == 5 + 2  # five matches, the count, the file
@@ -319,6 +401,8 @@ def test_the_cli_goes_through_the_server_that_holds_the_store(archive_root, tmp_
             ("remove", "x"): held,
             ("search", "--image", str(tmp_path / "a.png"), "--quicklook", str(tmp_path / "q.png")):
                 f"{server} takes no --image, --quicklook: leave them out, or stop the server",
+            ("search", "--bbox", *map(str, BOX), "--negative", str(outside)):
+                f"{server} takes no picture as an example (--negative {outside}): leave it out, or stop the server",
             ("index", str(outside)): f"{served.url}: {outside}: outside the archive roots",
             ("index", str(archive_root / LANDSAT7_RGB.name), "--tile-size", "128"):
                 f"{server} takes no --tile-size: leave it out, or stop the server",

@@ -109,6 +109,9 @@ def test_tiles_of_unfinished_scenes_are_never_served(backend, checkpoint, expect
     query = Query(stored[0], None, None, None, {})
     hits = search(archive, query, k=complete + 5, dedup=False)
     assert len(hits) == complete and not {h.tile_id for h in hits} & set(pending)
+    unlike = Query(-stored[0], None, None, None, {})  # a negative: Qdrant's recommendation query
+    refined = search(archive, Query(stored[0], None, None, None, {}, negatives=(unlike,)), k=complete + 5)
+    assert refined and not {h.tile_id for h in refined} & set(pending)
     with pytest.raises(GeosearchError, match=rf"tile {pending[0]} is of {LANDSAT8_224078}, which is not completely "
                                              r"indexed \(indexing\); index it again"):
         archive.tile(pending[0])

@@ -1,6 +1,7 @@
 """`geosearch search` and `geosearch export`: questions to the archive, and their answers as files."""
 
 import time
+import uuid
 from pathlib import Path
 
 import click
@@ -19,15 +20,43 @@ from geosearch.store.archive import Archive
 from geosearch.vectors import read_polygons
 
 
+def _bounds(value: str) -> tuple[float, float, float, float] | None:
+    """A box written 'MINX,MINY,MAXX,MAXY', or None when the text is not four numbers."""
+    try:
+        bounds = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        return None
+    return bounds if len(bounds) == 4 else None
+
+
 def _within_bounds(value: str) -> tuple[float, float, float, float]:
     """--within as a lon/lat box 'MINLON,MINLAT,MAXLON,MAXLAT'."""
-    try:
-        bounds = [float(v) for v in value.split(",")]
-    except ValueError:
-        bounds = []
-    if len(bounds) != 4:
+    bounds = _bounds(value)
+    if bounds is None:
         raise GeosearchError(f"--within {value!r}: give MINLON,MINLAT,MAXLON,MAXLAT or a polygon file")
-    return tuple(bounds)
+    return bounds
+
+
+def _parse_example(value: str, crs: str, option: str) -> dict:
+    """--positive or --negative as build_query's keywords: a picture that exists, a box MINX,MINY,MAXX,MAXY in
+    --crs, or a tile id."""
+    if Path(value).is_file():
+        return {"image": value}
+    if (bounds := _bounds(value)) is not None:
+        return {"bbox": bounds, "crs": crs}
+    try:
+        return {"tile": str(uuid.UUID(value))}
+    except ValueError:
+        raise GeosearchError(f"{option} {value!r}: give a tile id, a box MINX,MINY,MAXX,MAXY (in --crs) or the "
+                             "path of a picture") from None
+
+
+def _sent(example: dict, option: str, served: StoreServed) -> dict:
+    """An example as the server's API takes it, which has no pictures."""
+    if "image" in example:
+        raise GeosearchError(f"{served.url}: the geosearch serve holding the store takes no picture as an example "
+                             f"({option} {example['image']}): leave it out, or stop the server")
+    return {"tile_id": example["tile"]} if "tile" in example else {"bbox": list(example["bbox"]), "crs": example["crs"]}
 
 
 def _within(value: str) -> shapely.Geometry:
@@ -53,6 +82,10 @@ def print_matches(frame: gpd.GeoDataFrame) -> None:
 @click.option("--query-scene", help="Read the box from this indexed scene (id or path). [default: the scene "
                                     "covering most of the box]")
 @click.option("--raster", type=click.Path(dir_okay=False), help="Read the box from this raster (indexed or not).")
+@click.option("--positive", "positives", multiple=True, metavar="EXAMPLE",
+              help="Also like this: a tile id, a box MINX,MINY,MAXX,MAXY in --crs, or a picture; repeatable.")
+@click.option("--negative", "negatives", multiple=True, metavar="EXAMPLE",
+              help="Unlike the places wanted: an example as for --positive; repeatable.")
 @click.option("-k", type=click.IntRange(min=1), default=20, show_default=True, help="How many matches.")
 @click.option("--within", help="Only matches centred in MINLON,MINLAT,MAXLON,MAXLAT or in a polygon file.")
 @click.option("--scene", "scenes", multiple=True, help="Only matches from this scene (id or path); repeatable.")
@@ -71,11 +104,15 @@ def print_matches(frame: gpd.GeoDataFrame) -> None:
 @runtime_option
 @store_options
 def search(bbox: tuple | None, crs: str, tile: str | None, image: str | None, query_scene: str | None,
-           raster: str | None, k: int, within: str | None, scenes: tuple[str, ...], after: str | None,
-           before: str | None, min_score: float | None, include_self: bool, dedup: bool, out: str | None,
-           quicklook: str | None, as_json: bool, model_spec: str, device: str, runtime: str, store: str | None,
-           qdrant_url: str | None, api_key: str | None, collection: str) -> None:
-    """Find the places in the archive that look like a box on the map, a tile or a picture."""
+           raster: str | None, positives: tuple[str, ...], negatives: tuple[str, ...], k: int, within: str | None,
+           scenes: tuple[str, ...], after: str | None, before: str | None, min_score: float | None,
+           include_self: bool, dedup: bool, out: str | None, quicklook: str | None, as_json: bool, model_spec: str,
+           device: str, runtime: str, store: str | None, qdrant_url: str | None, api_key: str | None,
+           collection: str) -> None:
+    """Find the places in the archive that look like a box on the map, a tile or a picture, and like any more
+    examples (--positive) but unlike others (--negative)."""
+    like = [_parse_example(value, crs, "--positive") for value in positives]
+    unlike = [_parse_example(value, crs, "--negative") for value in negatives]
     out_path = check_output_path(out) if out else None
     if quicklook:
         check_output_path(quicklook, (".png",))
@@ -85,16 +122,20 @@ def search(bbox: tuple | None, crs: str, tile: str | None, image: str | None, qu
             filters = Filters.of(archive, within=_within(within) if within else None, scenes=scenes, after=after,
                                  before=before, min_score=min_score)
             query = build_query(archive, bbox=bbox, crs=crs, tile=tile, image=image, query_scene=query_scene,
-                                raster=raster, encoder=lambda: encoder_for(archive, model_spec, device, runtime))
+                                raster=raster, positives=like, negatives=unlike,
+                                encoder=lambda: encoder_for(archive, model_spec, device, runtime))
             frame = answer(archive, query, k, filters, include_self, out_path, quicklook, dedup)
     except StoreServed as served:
         if within and Path(within).exists():
             raise GeosearchError(f"{served.url}: the geosearch serve holding the store takes --within as a lon/lat "
                                  "box only, not a polygon file") from None
-        client = through_server(served, collection, {"bbox", "crs", "tile", "k", "within", "scenes", "after",
-                                                     "before", "min_score", "include_self", "dedup", "out",
-                                                     "as_json", "model_spec", "device", "runtime"})
-        request = {"bbox": list(bbox) if bbox else None, "crs": crs, "tile_id": tile, "k": k,
+        client = through_server(served, collection, {"bbox", "crs", "tile", "positives", "negatives", "k",
+                                                     "within", "scenes", "after", "before", "min_score",
+                                                     "include_self", "dedup", "out", "as_json", "model_spec",
+                                                     "device", "runtime"})
+        request = {"bbox": list(bbox) if bbox else None, "crs": crs, "tile_id": tile,
+                   "positives": [_sent(example, "--positive", served) for example in like],
+                   "negatives": [_sent(example, "--negative", served) for example in unlike], "k": k,
                    "within": list(_within_bounds(within)) if within else None, "scenes": list(scenes),
                    "after": after, "before": before, "min_score": min_score, "include_self": include_self,
                    "dedup": dedup}

@@ -46,13 +46,16 @@ def _is_loopback(host: str) -> bool:
               help="A checkpoint file, 'default' or 'pretrained'.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, envvar="GEOSEARCH_DEVICE")
 @runtime_option
+@click.option("--threads", type=click.IntRange(1, 1024), help="Requests worked on at once; the others wait their "
+              "turn (default: twice the cores, since most of a search holds Python's lock).")
 @store_options
 def serve(host: str, port: int, token: str | None, roots: tuple[str, ...], model_spec: str, device: str, runtime: str,
-          store: str | None, qdrant_url: str | None, api_key: str | None, collection: str) -> None:
+          threads: int | None, store: str | None, qdrant_url: str | None, api_key: str | None,
+          collection: str) -> None:
     """Serve search, scenes, thumbnails and indexing over HTTP (OpenAPI at /docs)."""
     import uvicorn
 
-    from geosearch.service.app import Service, create_app
+    from geosearch.service.app import THREADS, Service, create_app
     from geosearch.service.locked import LockedBackend
 
     if not _is_loopback(host) and not token:
@@ -68,4 +71,4 @@ def serve(host: str, port: int, token: str | None, roots: tuple[str, ...], model
         click.echo(f"geosearch serve: model {checkpoint.model_id} on {describe_device(torch_device)} "
                    f"({service.runtime_name}), "
                    f"store {archive.backend.location} ({collection}); {url}/docs")
-        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(service, threads or THREADS), host=host, port=port, log_level="warning")

@@ -82,6 +82,9 @@ class OnnxEncoder(nn.Module):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = len(os.sched_getaffinity(0)), 1
         options.log_severity_level = 3  # its warnings about unused initialisers are not the user's
+        # Threads that spin while they wait for work take the cores from the rest of the process: the server's
+        # searches, which are mostly Python, and `index`'s reading.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
     preprocess = Encoder.preprocess

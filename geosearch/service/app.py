@@ -5,19 +5,23 @@ import functools
 import hmac
 import io
 import json
+import os
 import uuid
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 import rasterio
 import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -29,13 +33,16 @@ from geosearch.encoder.runtime import load_encoder, runtime_of
 from geosearch.errors import GeosearchError
 from geosearch.export import scenes_frame
 from geosearch.index import archive_grid, archive_stretches, index_scenes
-from geosearch.query import Box, build_query, tile_pixels
-from geosearch.search import Filters, hits_frame, search
+from geosearch.query import MAX_EXAMPLES, Box, build_query, tile_pixels
+from geosearch.search import Filters, hits_geojson, search
 from geosearch.service.batcher import BatchedEncoder
 from geosearch.store.archive import Archive
 from geosearch.tiling import TilingOptions
 
 MAX_BODY_BYTES = 64 * 1024
+# Requests worked on at once. Most of a search is Python, which runs one thread at a time: at 64 clients on 2
+# cores, FastAPI's default of 40 threads spent more CPU per search than 4 (BENCHMARKS.md).
+THREADS = 2 * len(os.sched_getaffinity(0))
 THUMBNAILS = 1024  # PNGs kept in memory (a few KB each): the plugin asks again for the rows it shows again
 
 
@@ -55,12 +62,31 @@ Text = Annotated[str, AfterValidator(_plain_text)]
 FilePath = Annotated[str, Field(min_length=1), AfterValidator(_plain_text)]
 
 
-class SearchRequest(BaseModel):
-    """A box with its CRS, or a tile id; k; the CLI's filters."""
+class Example(BaseModel):
+    """A box with its CRS, or a tile id."""
 
     bbox: Annotated[list[float], Field(min_length=4, max_length=4)] | None = None
     crs: Text = "EPSG:4326"
     tile_id: Text | None = None
+
+    def given(self) -> bool:
+        """Whether it names a box or a tile (a request may name none and start from its positives)."""
+        return self.bbox is not None or self.tile_id is not None
+
+    def keywords(self, field: str | None = None) -> dict:
+        """As build_query takes an example; `field` names it in the request unless it is the query."""
+        if (self.bbox is None) == (self.tile_id is None):
+            raise GeosearchError(f"{field}: give bbox (with crs) or tile_id" if field else
+                                 "give one query: bbox (with crs) or tile_id")
+        return {"bbox": tuple(self.bbox) if self.bbox is not None else None, "crs": self.crs, "tile": self.tile_id}
+
+
+class SearchRequest(Example):
+    """A query (a box with its CRS, or a tile id), more examples like the places wanted (positives; without a
+    query, the first is the query) or unlike them (negatives); k; the CLI's filters."""
+
+    positives: list[Example] = []
+    negatives: list[Example] = []
     k: Annotated[int, Field(ge=1, le=1000)] = 20
     within: Annotated[list[float], Field(min_length=4, max_length=4, description="lon/lat box")] | None = None
     scenes: list[Text] = []
@@ -69,6 +95,14 @@ class SearchRequest(BaseModel):
     min_score: Annotated[float, Field(ge=-1, le=1)] | None = None
     include_self: bool = False
     dedup: bool = True
+
+    @model_validator(mode="after")
+    def few_examples(self) -> "SearchRequest":
+        count = self.given() + len(self.positives) + len(self.negatives)
+        if count > MAX_EXAMPLES:
+            raise ValueError(f"{count} examples: give at most {MAX_EXAMPLES} in all (the query, positives and "
+                             "negatives)")
+        return self
 
 
 class IndexRequest(BaseModel):
@@ -210,7 +244,8 @@ class Service:
                 job.tiles_done += tiles
 
             report = index_scenes(self.archive, self.checkpoint, planned, tiling, self.device, force=force,
-                                  profiles=profiles, workers=0, runtime=self.runtime, on_tiles=advance)
+                                  profiles=profiles, workers=0, encoder=self.encoder, on_tiles=advance)
+            self.thumbnail.cache_clear()  # a scene indexed again with --force may show other pixels
             self.archive.optimize()
             job.errors += [{"path": e.path, "error": e.problem} for e in report.failed]
             job.summary = {"indexed": len(report.indexed), "unchanged": len(report.unchanged),
@@ -223,9 +258,15 @@ class Service:
             job.state = "failed"
 
 
-def create_app(service: Service) -> ASGIApp:
-    """The API: the token is checked first, then the request-body limit."""
-    app = FastAPI(title="geosearch", version=__version__,
+def create_app(service: Service, threads: int = THREADS) -> ASGIApp:
+    """The API: the token is checked first, then the request-body limit. Up to `threads` requests are worked on
+    at once; the others wait their turn in the event loop."""
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        yield
+
+    app = FastAPI(title="geosearch", version=__version__, lifespan=lifespan,
                   description="Search an archive of satellite and aerial scenes by what the land looks like.")
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)  # inside the token check, which is added after it
 
@@ -268,16 +309,19 @@ def create_app(service: Service) -> ASGIApp:
     @app.post("/search")
     def search_endpoint(request: SearchRequest) -> JSONResponse:
         archive = service.archive
-        if (request.bbox is None) == (request.tile_id is None):
-            raise GeosearchError("give one query: bbox (with crs) or tile_id")
+        if request.negatives and not (request.given() or request.positives):
+            raise GeosearchError("a negative needs at least one positive: give bbox, tile_id or positives")
+        first = request.keywords() if request.given() or not request.positives else {}
+        positives = [e.keywords(f"positives.{i}") for i, e in enumerate(request.positives)]
+        negatives = [e.keywords(f"negatives.{i}") for i, e in enumerate(request.negatives)]
         within = Box.parse(tuple(request.within)) if request.within else None
         filters = Filters.of(archive, within=within.lonlat() if within else None,
                              scenes=request.scenes, after=request.after, before=request.before,
                              min_score=request.min_score, prefix="")
-        query = build_query(archive, bbox=tuple(request.bbox) if request.bbox else None, crs=request.crs,
-                            tile=request.tile_id, encoder=lambda: (service.encoder, service.device))
+        query = build_query(archive, **first, positives=positives, negatives=negatives,
+                            encoder=lambda: (service.encoder, service.device))
         hits = search(archive, query, request.k, filters, request.include_self, request.dedup)
-        return JSONResponse(json.loads(hits_frame(hits, query, filters).to_json(drop_id=True)))
+        return JSONResponse(hits_geojson(hits, query, filters))
 
     @app.get("/stats")
     def stats() -> dict:

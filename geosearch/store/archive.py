@@ -11,7 +11,7 @@ and lookups never serve an "indexing" tile: the store's own filter leaves them o
 """
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,6 +38,12 @@ def _record_id(key: str) -> str:
 
 def _records_of(collection: str) -> str:
     return f"{collection}__scenes"
+
+
+def _cosine(score: float) -> float:
+    """Undo the squashing of a cosine c by Qdrant's best-score recommendation: s = (1 + c / (1 + |c|)) / 2."""
+    squashed = 2 * score - 1
+    return squashed / (1 - abs(squashed))
 
 
 class Archive:
@@ -170,6 +176,16 @@ class Archive:
     def nearest(self, vector: np.ndarray, k: int, where: Filter | None = None) -> list[Hit]:
         """The k served tiles nearest to `vector` that pass `where`."""
         return self.backend.query(self.collection, vector, k, SERVED & where if where else SERVED)
+
+    def recommend(self, positives: Sequence[np.ndarray], negatives: Sequence[np.ndarray], k: int,
+                  where: Filter | None = None) -> list[Hit]:
+        """The k served tiles that pass `where` most like the positives and least like the negatives, by Qdrant's
+        best-score recommendation, with each tile's cosine to its nearest positive as its score. Qdrant ranks every
+        tile nearer a positive than any negative by that cosine (squashed into (0.25, 0.75)), then all the others
+        below zero; those others are what the negatives rule out, and are left out here, so fewer than k come back
+        once the rest are all nearer a negative."""
+        hits = self.backend.recommend(self.collection, positives, negatives, k, SERVED & where if where else SERVED)
+        return [Hit(h.id, _cosine(h.score), h.payload) for h in hits if h.score > 0]
 
     def tiles(self, scene_id: str) -> Iterator[tuple[str, dict]]:
         return self.backend.scroll(self.collection, where(Match("scene_id", scene_id)))

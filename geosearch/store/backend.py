@@ -1,7 +1,7 @@
 """What geosearch needs from a vector store, independent of which Qdrant runs it."""
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -55,6 +55,12 @@ class Backend(Protocol):
 
     def query(self, name: str, vector: np.ndarray, k: int, where: Filter | None = None,
               exact: bool = False) -> list[Hit]: ...
+
+    def recommend(self, name: str, positives: Sequence[np.ndarray], negatives: Sequence[np.ndarray], k: int,
+                  where: Filter | None = None) -> list[Hit]:
+        """Qdrant's best-score recommendation from example vectors (not point ids: an example may be a box or a
+        picture that no point holds), with Qdrant's own scores (Archive.recommend says what they mean)."""
+        ...
 
     def optimize(self, name: str) -> bool:
         """Build the HNSW graph over every segment past HNSW_MIN_TILES; True if anything was built."""

@@ -1,6 +1,6 @@
 """The backend for a Qdrant server or cluster, through qdrant-client (whose local mode serves the tests)."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -99,12 +99,24 @@ class ClientBackend:
         records = self.client.retrieve(name, ids=ids, with_payload=True, with_vectors=True)
         return {str(r.id): (np.asarray(r.vector, dtype=np.float32), r.payload or {}) for r in records}
 
+    def _search_params(self, exact: bool = False) -> models.SearchParams | None:
+        return None if self.local_path else models.SearchParams(  # local mode is always exact
+            hnsw_ef=HNSW_EF, exact=exact, acorn=models.AcornSearchParams(enable=True))
+
     def query(self, name: str, vector: np.ndarray, k: int, where: Filter | None = None,
               exact: bool = False) -> list[Hit]:
-        params = None if self.local_path else models.SearchParams(  # local mode is always exact
-            hnsw_ef=HNSW_EF, exact=exact, acorn=models.AcornSearchParams(enable=True))
         response = self.client.query_points(name, query=vector.tolist(), limit=k, query_filter=_filter(where),
-                                            search_params=params, with_payload=True)
+                                            search_params=self._search_params(exact), with_payload=True)
+        return [Hit(str(p.id), p.score, p.payload or {}) for p in response.points]
+
+    def recommend(self, name: str, positives: Sequence[np.ndarray], negatives: Sequence[np.ndarray], k: int,
+                  where: Filter | None = None) -> list[Hit]:
+        examples = models.RecommendInput(positive=[v.tolist() for v in positives],
+                                         negative=[v.tolist() for v in negatives],
+                                         strategy=models.RecommendStrategy.BEST_SCORE)
+        response = self.client.query_points(name, query=models.RecommendQuery(recommend=examples), limit=k,
+                                            query_filter=_filter(where), search_params=self._search_params(),
+                                            with_payload=True)
         return [Hit(str(p.id), p.score, p.payload or {}) for p in response.points]
 
     def optimize(self, name: str) -> bool:

@@ -6,7 +6,7 @@ import errno
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +190,15 @@ class EdgeBackend:
         request = edge.QueryRequest(limit=k, query=edge.Query.Nearest(vector.astype(np.float32).tolist()),
                                     filter=_filter(where), with_payload=True,
                                     params=search_params(exact))
+        return [Hit(str(p.id), p.score, p.payload or {}) for p in self._shard(name).query(request)]
+
+    @_engine
+    def recommend(self, name: str, positives: Sequence[np.ndarray], negatives: Sequence[np.ndarray], k: int,
+                  where: Filter | None = None) -> list[Hit]:
+        examples = edge.RecommendQuery([v.astype(np.float32).tolist() for v in positives],
+                                       [v.astype(np.float32).tolist() for v in negatives])
+        request = edge.QueryRequest(limit=k, query=edge.Query.RecommendBestScore(examples), filter=_filter(where),
+                                    with_payload=True, params=search_params())
         return [Hit(str(p.id), p.score, p.payload or {}) for p in self._shard(name).query(request)]
 
     @_engine

@@ -1,5 +1,6 @@
 """The plugin's side of `geosearch serve`: JSON over HTTP through QGIS's own network stack (so the user's proxy,
-SSL and network settings apply). Blocking calls, meant for QgsTask and Processing threads."""
+SSL and network settings apply). Blocking calls, meant for QgsTask and Processing threads; and the thumbnails'
+requests, which do not wait, for the interface thread."""
 
 import json
 import threading
@@ -10,7 +11,7 @@ from urllib.parse import quote
 
 from qgis.core import QgsBlockingNetworkRequest, QgsFeedback, QgsNetworkAccessManager
 from qgis.PyQt.QtCore import QTimer, QUrl
-from qgis.PyQt.QtNetwork import QNetworkRequest
+from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
 CANCEL_POLL_MS = 50  # how soon a cancelled task's request is aborted
 
@@ -36,16 +37,23 @@ class Client:
         """The archive's scene footprints as a GeoJSON FeatureCollection in EPSG:4326."""
         return json.loads(self._call("GET", "/scenes", feedback=feedback))
 
-    def thumbnail(self, tile_id: str, size: int = 96, feedback: Optional[QgsFeedback] = None) -> bytes:
-        return self._call("GET", f"/tiles/{quote(tile_id)}/thumbnail.png?size={size}", feedback=feedback)
+    def thumbnail(self, tile_id: str, size: int) -> QNetworkReply:
+        """GET a tile's PNG without waiting for it, so that many can be on their way at once: the reply emits
+        `finished` when it has come or failed, and `abort()` stops it."""
+        path = f"/tiles/{quote(tile_id)}/thumbnail.png?size={size}"
+        return QgsNetworkAccessManager.instance().get(self._request(path))
 
-    def _call(self, method: str, path: str, body: Any = None, feedback: Optional[QgsFeedback] = None) -> bytes:
-        if feedback is not None and feedback.isCanceled():  # cancelled before it began: no request at all
-            raise ServiceError("cancelled")
+    def _request(self, path: str) -> QNetworkRequest:
         request = QNetworkRequest(QUrl(self.url + path))
         request.setRawHeader(b"Accept", b"application/json")
         if self.token:
             request.setRawHeader(b"Authorization", f"Bearer {self.token}".encode())
+        return request
+
+    def _call(self, method: str, path: str, body: Any = None, feedback: Optional[QgsFeedback] = None) -> bytes:
+        if feedback is not None and feedback.isCanceled():  # cancelled before it began: no request at all
+            raise ServiceError("cancelled")
+        request = self._request(path)
         blocking = QgsBlockingNetworkRequest()
         with cancelled_from_within(feedback) as cancel:
             if method == "POST":

@@ -37,6 +37,7 @@ class MatchesDock(QgsDockWidget):
         self.setObjectName("GeosearchDock")
         self.canvas = canvas
         self.layer = None  # the matches layer the table shows
+        self.pictures: dict[str, QTableWidgetItem] = {}  # each row's picture cell, by the match's tile id
         self.server = QLabel("server: not asked yet")  # the server's model and device, or why it cannot be reached
         self.message = QLabel()  # what the last action came to
         for label in (self.server, self.message):
@@ -69,18 +70,18 @@ class MatchesDock(QgsDockWidget):
         body.setLayout(layout)
         self.setWidget(body)
 
-    def show_matches(self, layer: QgsVectorLayer, thumbnails: dict[str, bytes]) -> None:
-        """One row per match, in rank order; row i is the feature of rank i + 1."""
+    def show_matches(self, layer: QgsVectorLayer) -> None:
+        """One row per match, in rank order (row i is the feature of rank i + 1), its picture left for
+        show_thumbnail."""
         self.layer = layer
         features = sorted(layer.getFeatures(), key=lambda f: f["rank"])
+        self.pictures = {}
         self.table.setRowCount(len(features))
         for row, feature in enumerate(features):
             picture = QTableWidgetItem()
-            pixmap = QPixmap()
-            if pixmap.loadFromData(thumbnails.get(feature["tile_id"], b"")):
-                picture.setIcon(QIcon(pixmap))
             picture.setData(Qt.UserRole, feature.id())
             self.table.setItem(row, 0, picture)
+            self.pictures[feature["tile_id"]] = picture
             scene = str(feature["scene_path"]).replace("\\", "/").rsplit("/", 1)[-1]
             for column, value in enumerate((str(feature["rank"]), f"{feature['score']:.3f}", scene,
                                             str(feature["acquired"] or "")), start=1):
@@ -88,6 +89,12 @@ class MatchesDock(QgsDockWidget):
             self.table.setRowHeight(row, 68)
         self.table.resizeColumnsToContents()
         self.export_button.setEnabled(bool(features))
+
+    def show_thumbnail(self, tile_id: str, png: bytes) -> None:
+        """The picture of the match `tile_id` in its row, as it comes; one that does not decode leaves none."""
+        pixmap = QPixmap()
+        if tile_id in self.pictures and pixmap.loadFromData(png):
+            self.pictures[tile_id].setIcon(QIcon(pixmap))
 
     def zoom_to(self, row: int) -> None:
         """Zoom the map to the match in `row` (in whatever CRS the project uses) and flash it."""

@@ -30,7 +30,7 @@ MATCHES = "geosearch matches"
 QUERY = "geosearch query"
 SCENES = "geosearch scenes"
 
-# The match fields and their types, in the order the server writes them (geosearch.search.hits_frame).
+# The match fields and their types, in the order the server writes them (geosearch.search.hits_geojson).
 MATCH_FIELDS = (("rank", QVariant.Int), ("score", QVariant.Double), ("tile_id", QVariant.String),
                 ("scene_id", QVariant.String), ("scene_path", QVariant.String), ("row", QVariant.Int),
                 ("col", QVariant.Int), ("width", QVariant.Int), ("height", QVariant.Int),

@@ -1,5 +1,5 @@
 """The plugin: a toolbar button and menu entry arm a map tool; the box dragged on the map goes to `geosearch
-serve` in a background task; the matches come back as layers and in the dock."""
+serve` in a background task; the matches come back as layers and in the dock, whose pictures then fill in."""
 
 from typing import Optional
 
@@ -11,10 +11,11 @@ from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QFileDialog
 
 from .algorithm import ICON, Provider
+from .client import Client
 from .dock import MatchesDock, SettingsDialog
 from .layers import export_layer, matches_layer, query_layer, replace_layer, scenes_layer
 from .settings import Settings
-from .tasks import ServiceTask, search_with_thumbnails
+from .tasks import ServiceTask, Thumbnails
 
 MENU = "&geosearch"
 
@@ -26,6 +27,7 @@ class GeosearchPlugin:
         self.settings = Settings.load()
         self.tasks: list = []  # running tasks, kept alive until they report
         self.searching: Optional[ServiceTask] = None
+        self.thumbnails: Optional[Thumbnails] = None  # the latest matches' pictures, coming into the dock
         self.matches = None  # the latest matches layer
         self.provider: Optional[Provider] = None
 
@@ -51,12 +53,14 @@ class GeosearchPlugin:
         self.tool.setAction(self.find_action)
         self.tool.extentChanged.connect(self.search_box)
         self.dock = MatchesDock(self.canvas, self.export_dialog, self.add_scenes, self.edit_settings)
+        self.dock.closed.connect(self.stop_thumbnails)
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
         self.dock.hide()
 
     def unload(self) -> None:
         for task in self.tasks:
             task.cancel()
+        self.stop_thumbnails()
         if self.canvas.mapTool() is self.tool:
             self.canvas.unsetMapTool(self.tool)
         for action in (self.find_action, self.settings_action):
@@ -81,13 +85,19 @@ class GeosearchPlugin:
         crs = self.canvas.mapSettings().destinationCrs()
         if self.searching is not None:
             self.searching.cancel()
+        self.stop_thumbnails()
         self.dock.show()
         self.dock.message.setText("searching…")
         query = query_layer(box, crs)
-        work = search_with_thumbnails(self.settings.client(), self.settings.search_body(box, crs))
-        self.searching = ServiceTask("geosearch: find similar patches", work,
-                                     lambda task: self._show_matches(task, query))
+        client, body = self.settings.client(), self.settings.search_body(box, crs)
+        self.searching = ServiceTask("geosearch: find similar patches", lambda task: client.search(body, task.feedback),
+                                     lambda task: self._show_matches(task, query, client))
         self._start(self.searching)
+
+    def stop_thumbnails(self) -> None:
+        """The pictures still to come are for rows that are about to go (a new search) or that no one sees."""
+        if self.thumbnails is not None:
+            self.thumbnails.cancel()
 
     def check_server(self) -> None:
         """Say in the dock which model and device the server runs, or that it cannot be reached."""
@@ -133,16 +143,20 @@ class GeosearchPlugin:
             self.report(task.error, Qgis.Critical)
         return task.error is None
 
-    def _show_matches(self, task: ServiceTask, query: QgsVectorLayer) -> None:
+    def _show_matches(self, task: ServiceTask, query: QgsVectorLayer, client: Client) -> None:
+        """The layers and the dock's rows at once; their pictures come after, from the same server."""
         if task is self.searching:
             self.searching = None
         if not self._finish(task):
             return
         project = QgsProject.instance()
         replace_layer(query, project)
-        self.matches = replace_layer(matches_layer(task.value["matches"]), project)
-        self.dock.show_matches(self.matches, task.value["thumbnails"])
-        self.dock.message.setText(f"{self.matches.featureCount()} match(es) from {self.settings.url}")
+        self.matches = replace_layer(matches_layer(task.value), project)
+        self.dock.show_matches(self.matches)
+        self.dock.message.setText(f"{self.matches.featureCount()} match(es) from {client.url}")
+        tile_ids = [feature["properties"]["tile_id"] for feature in task.value["features"]]
+        self.stop_thumbnails()  # an earlier search's, if it answered before its cancel landed
+        self.thumbnails = Thumbnails(client, tile_ids, self.dock.show_thumbnail)
 
     def _show_health(self, task: ServiceTask) -> None:
         if self._finish(task):

@@ -1,14 +1,19 @@
-"""Server calls as QgsTasks: they run off the interface thread, show in QGIS's task bar with progress, and
-cancel their request mid-flight."""
+"""Background work. Server calls as QgsTasks: they run off the interface thread, show in QGIS's task bar with
+progress, and cancel their request mid-flight. A search's thumbnails, a few at a time, without a thread."""
 
-from contextlib import suppress
+from collections import deque
+from functools import partial
 from typing import Any, Callable, Optional
 
 from qgis.core import QgsFeedback, QgsTask
+from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
-from .client import Client, ServiceError
+from .client import Client
 
 THUMBNAIL_SIZE = 96
+# Requests in flight: enough to overlap their round trips, few enough to leave the server room for the next search,
+# and under Qt's 6 connections per host, so that none waits unsent while QGIS's network timeout runs.
+THUMBNAILS_AT_ONCE = 4
 
 
 class ServiceTask(QgsTask):
@@ -41,19 +46,38 @@ class ServiceTask(QgsTask):
         self.on_done(self)
 
 
-def search_with_thumbnails(client: Client, body: dict) -> Callable[[ServiceTask], dict[str, Any]]:
-    """The search, then each match's thumbnail; a thumbnail that cannot be had is left out, the match stays."""
-    def work(task: ServiceTask) -> dict[str, Any]:
-        task.setProgress(5)
-        collection = client.search(body, task.feedback)
-        features = collection.get("features", [])
-        thumbnails: dict[str, bytes] = {}
-        for done, feature in enumerate(features, start=1):
-            if task.isCanceled():
-                break
-            tile_id = feature["properties"]["tile_id"]
-            with suppress(ServiceError):  # the match is worth showing without its picture
-                thumbnails[tile_id] = client.thumbnail(tile_id, THUMBNAIL_SIZE, task.feedback)
-            task.setProgress(20 + 80 * done / len(features))
-        return {"matches": collection, "thumbnails": thumbnails}
-    return work
+class Thumbnails:
+    """A search's thumbnails, asked for on the interface thread through QGIS's network manager, THUMBNAILS_AT_ONCE
+    at a time; `show(tile_id, png)` gets each as it comes, and one that fails is left out. No task: the requests
+    wait on the network, not on a thread, and cancel() aborts them there and then, so none is shown after it."""
+
+    def __init__(self, client: Client, tile_ids: list[str], show: Callable[[str, bytes], None]):
+        self.client, self.show = client, show
+        self.waiting = deque(tile_ids)
+        self.fetching: dict[QNetworkReply, str] = {}
+        self._fetch_more()
+
+    def busy(self) -> bool:
+        return bool(self.waiting or self.fetching)
+
+    def cancel(self) -> None:
+        self.waiting.clear()
+        fetching, self.fetching = self.fetching, {}
+        for reply in fetching:
+            reply.abort()  # finishes it there and then; _arrived no longer finds it
+
+    def _fetch_more(self) -> None:
+        while self.waiting and len(self.fetching) < THUMBNAILS_AT_ONCE:
+            tile_id = self.waiting.popleft()
+            reply = self.client.thumbnail(tile_id, THUMBNAIL_SIZE)
+            self.fetching[reply] = tile_id
+            reply.finished.connect(partial(self._arrived, reply))
+
+    def _arrived(self, reply: QNetworkReply) -> None:
+        reply.deleteLater()
+        tile_id = self.fetching.pop(reply, None)
+        if tile_id is None:  # cancelled
+            return
+        self._fetch_more()  # the next request goes out before this picture is decoded
+        if reply.error() == QNetworkReply.NoError and reply.attribute(QNetworkRequest.HttpStatusCodeAttribute) == 200:
+            self.show(tile_id, bytes(reply.readAll()))

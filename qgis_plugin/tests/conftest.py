@@ -1,16 +1,21 @@
-"""Real QGIS (headless) and a real `geosearch serve` over the shipped scenes, started once for the session.
+"""Real QGIS (headless) and a real `geosearch serve` over the shipped scenes, started once for the session; and a
+gate in front of it that holds thumbnail requests until a test lets them through.
 
 The server runs from the project's own environment (GEOSEARCH_EXE, default .venv/bin/geosearch); these tests run in
 Debian's python3, where QGIS lives, and import nothing of geosearch but the plugin."""
 
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -101,6 +106,111 @@ def server(tmp_path_factory):
     running.stop()
 
 
+class ThumbnailGate:
+    """An HTTP proxy in front of the real server that holds each thumbnail request until the test lets it through,
+    and counts them: received, held now (and the most at once), dropped by the client while held. Each let through
+    goes to the server, or is answered 502 while `fail_next` > 0; every other request passes at once."""
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream
+        self.passes = threading.Semaphore(0)
+        self.closing = threading.Event()
+        self.lock = threading.Lock()
+        self.received = self.held = self.most_held = self.dropped = self.fail_next = 0
+        self.failed: list[str] = []  # the paths answered 502
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as QGIS's network manager expects
+
+            def do_GET(self) -> None:
+                gate.forward(self)
+
+            do_POST = do_GET
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.proxy = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.proxy.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.proxy.server_address[1]}"
+        threading.Thread(target=self.proxy.serve_forever, daemon=True).start()
+
+    def let_through(self, count: int = 1 << 20) -> None:
+        self.passes.release(count)
+
+    def close(self) -> None:
+        """Stop; the requests still held are dropped, not sent to a server that may be gone."""
+        self.closing.set()
+        self.proxy.shutdown()
+        self.proxy.server_close()
+
+    def forward(self, handler: BaseHTTPRequestHandler) -> None:
+        body = handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
+        thumbnail = "/thumbnail.png" in handler.path
+        if thumbnail and not self._wait_for_pass(handler.connection):
+            handler.close_connection = True
+            return
+        with self.lock:
+            fail = thumbnail and self.fail_next > 0
+            if fail:
+                self.fail_next -= 1
+                self.failed.append(handler.path)
+        if fail:
+            status, kind, content = 502, "application/json", b'{"error": "the gate failed it"}'
+        else:
+            status, kind, content = self._ask_upstream(handler, body)
+        try:
+            handler.send_response(status)
+            handler.send_header("Content-Type", kind)
+            handler.send_header("Content-Length", str(len(content)))
+            handler.end_headers()
+            handler.wfile.write(content)
+        except OSError:  # the client is gone
+            handler.close_connection = True
+
+    def _ask_upstream(self, handler: BaseHTTPRequestHandler, body: bytes) -> tuple[int, str, bytes]:
+        headers = {name: handler.headers[name] for name in ("Content-Type", "Authorization") if handler.headers[name]}
+        request = urllib.request.Request(self.upstream + handler.path, body or None, headers, method=handler.command)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                return answer.status, answer.headers["Content-Type"], answer.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers["Content-Type"], error.read()
+
+    def _wait_for_pass(self, connection: socket.socket) -> bool:
+        """Whether the request was let through; False when its client closed the connection first."""
+        with self.lock:
+            self.received += 1
+            self.held += 1
+            self.most_held = max(self.most_held, self.held)
+        try:
+            while not self.passes.acquire(timeout=0.02):
+                if self.closing.is_set() or closed(connection):
+                    with self.lock:
+                        self.dropped += 1
+                    return False
+            return True
+        finally:
+            with self.lock:
+                self.held -= 1
+
+
+def closed(connection: socket.socket) -> bool:
+    """Whether the other end has closed `connection` (it is readable, with nothing to read)."""
+    try:
+        return bool(select.select([connection], [], [], 0)[0]) and not connection.recv(1, socket.MSG_PEEK)
+    except OSError:
+        return True
+
+
+@pytest.fixture
+def gate(server):
+    held = ThumbnailGate(server.url)
+    yield held
+    held.close()
+
+
 def process_events_until(done: Callable[[], bool], timeout: float) -> bool:
     """Run this (the interface) thread's events until `done()`, for at most `timeout` seconds; whether it came."""
     deadline = time.monotonic() + timeout
@@ -114,5 +224,8 @@ def process_events_until(done: Callable[[], bool], timeout: float) -> bool:
 
 
 def wait_for(plugin, timeout: float = 120) -> None:
-    """Let the plugin's tasks run and report on this (the interface) thread."""
-    assert process_events_until(lambda: not plugin.tasks, timeout), "the plugin's tasks did not finish"
+    """Let the plugin's tasks run and report on this (the interface) thread, and the thumbnails it asks for come."""
+    def done() -> bool:
+        return not plugin.tasks and not (plugin.thumbnails and plugin.thumbnails.busy())
+
+    assert process_events_until(done, timeout), "the plugin's tasks or thumbnails did not finish"

@@ -1,6 +1,6 @@
 """The plugin in real QGIS against a real server: it loads through classFactory, a drag on a project in a projected
-CRS sends that box and CRS, the matches become layers and dock rows, Processing gives the same features, export
-writes GeoJSON, and a server that is down gives a message, not a crash."""
+CRS sends that box and CRS, the matches become layers and dock rows whose thumbnails come after, Processing gives the
+same features, export writes GeoJSON, and a server that is down gives a message, not a crash."""
 
 import configparser
 import json
@@ -30,12 +30,13 @@ from qgis.PyQt.QtGui import QColor, QImage
 from qgis.testing.mocked import get_iface
 
 import geosearch_qgis
-from conftest import REPO, SCENES, free_port, wait_for
+from conftest import REPO, SCENES, free_port, process_events_until, wait_for
 from geosearch_qgis.client import Client, ServiceError
 from geosearch_qgis.dock import SettingsDialog
 from geosearch_qgis.layers import MATCH_FIELDS, MATCHES, QUERY
 from geosearch_qgis.layers import SCENES as SCENES_LAYER
 from geosearch_qgis.settings import Settings
+from geosearch_qgis.tasks import THUMBNAILS_AT_ONCE
 
 UTM21S = QgsCoordinateReferenceSystem("EPSG:32621")  # the Landsat 8 crops' CRS
 LANDSATS = QgsRectangle(703035, -2808465, 755745, -2776995)
@@ -43,8 +44,8 @@ DEMO_BOX = QgsRectangle(-54.8315, -25.2208, -54.7783, -25.1723)  # lon/lat, `geo
 K = 8
 
 
-@pytest.fixture
-def plugin(server):
+def load_plugin(url: str):
+    """The plugin loaded in a fresh project in UTM 21S, searching `url` for K matches."""
     iface = get_iface()
     QgsProject.instance().clear()
     QgsProject.instance().setCrs(UTM21S)
@@ -54,7 +55,13 @@ def plugin(server):
     canvas.setExtent(LANDSATS)
     loaded = geosearch_qgis.classFactory(iface)
     loaded.initGui()
-    loaded.settings = Settings(url=server.url, k=K)
+    loaded.settings = Settings(url=url, k=K)
+    return loaded
+
+
+@pytest.fixture
+def plugin(server):
+    loaded = load_plugin(server.url)
     yield loaded
     loaded.unload()
     QgsProject.instance().clear()
@@ -181,6 +188,96 @@ def test_matches_become_a_layer_and_dock_rows(plugin, server):
     search_by_drag(plugin)
     assert len(QgsProject.instance().mapLayersByName(MATCHES)) == 1
     assert len(QgsProject.instance().mapLayersByName(QUERY)) == 1
+
+
+def rows_with_pictures(plugin) -> int:
+    table = plugin.dock.table
+    return sum(not table.item(row, 0).icon().isNull() for row in range(table.rowCount()))
+
+
+def search_held(plugin, gate) -> None:
+    """Drag the demo's box through `gate`, and return once the search has reported and the first thumbnail
+    requests wait at the gate."""
+    plugin.settings.url = gate.url
+    drag(plugin, demo_box_utm())
+    assert process_events_until(lambda: not plugin.tasks, 60), "the search did not report while its pictures waited"
+    assert process_events_until(lambda: gate.held == THUMBNAILS_AT_ONCE, 10), gate.held
+
+
+def run_events(seconds: float) -> None:
+    """Give any late answer the time to land."""
+    process_events_until(lambda: False, seconds)
+
+
+def test_rows_and_layers_come_before_the_thumbnails(plugin, gate):
+    search_held(plugin, gate)
+    (layer,) = QgsProject.instance().mapLayersByName(MATCHES)
+    assert layer.featureCount() == K and len(QgsProject.instance().mapLayersByName(QUERY)) == 1
+    assert plugin.dock.table.rowCount() == K and rows_with_pictures(plugin) == 0
+    assert plugin.dock.message.text() == f"{K} match(es) from {gate.url}"  # no longer "searching…"
+    run_events(0.3)
+    assert gate.received == THUMBNAILS_AT_ONCE  # a few at once; the others wait their turn in the plugin
+
+    # Each thumbnail let through fills its row, and the next request takes its place at once.
+    for shown in range(1, K + 1):
+        gate.let_through(1)
+        assert process_events_until(lambda shown=shown: rows_with_pictures(plugin) == shown, 10), shown
+        waiting = min(THUMBNAILS_AT_ONCE, K - shown)
+        assert process_events_until(lambda waiting=waiting: gate.held == waiting, 10), (shown, gate.held)
+    assert not plugin.thumbnails.busy() and gate.received == K and gate.most_held == THUMBNAILS_AT_ONCE
+
+
+def test_a_new_search_drops_the_last_ones_thumbnails(plugin, gate):
+    shown = []
+    show = plugin.dock.show_thumbnail
+    plugin.dock.show_thumbnail = lambda tile_id, png: shown.append(tile_id) or show(tile_id, png)
+    search_held(plugin, gate)
+    first_rows = [plugin.dock.table.item(row, 0) for row in range(K)]
+    drag(plugin, demo_box_utm())  # the same box again: the same tiles, so a late picture of the first would fit
+    assert process_events_until(lambda: not plugin.tasks, 60)
+    assert plugin.dock.table.item(0, 0) not in first_rows  # the second search's rows
+    process_events_until(lambda: gate.dropped == THUMBNAILS_AT_ONCE, 5)  # so that no aborted request takes a pass
+    gate.let_through()
+    wait_for(plugin)
+    run_events(0.3)
+    assert len(shown) == K and rows_with_pictures(plugin) == K  # the second search's pictures, and only those
+    assert gate.dropped == THUMBNAILS_AT_ONCE and gate.received == THUMBNAILS_AT_ONCE + K
+
+
+def assert_none_fetching(gate, thumbnails) -> None:
+    """The thumbnail requests under way were aborted, and none is sent after, even once the gate opens."""
+    assert not thumbnails.busy()
+    assert process_events_until(lambda: gate.dropped == THUMBNAILS_AT_ONCE and gate.held == 0, 10), gate.dropped
+    gate.let_through()
+    run_events(0.5)
+    assert gate.received == THUMBNAILS_AT_ONCE
+
+
+def test_closing_the_dock_stops_its_thumbnails(plugin, gate):
+    search_held(plugin, gate)
+    plugin.dock.close()
+    assert_none_fetching(gate, plugin.thumbnails)
+    assert rows_with_pictures(plugin) == 0
+
+
+def test_unloading_stops_the_thumbnails(gate):
+    plugin = load_plugin(gate.url)
+    search_held(plugin, gate)
+    plugin.unload()
+    assert_none_fetching(gate, plugin.thumbnails)
+    QgsProject.instance().clear()
+
+
+def test_a_thumbnail_that_fails_leaves_its_row_without_a_picture(plugin, gate):
+    plugin.settings.url = gate.url
+    gate.fail_next = 1
+    gate.let_through()
+    layer = search_by_drag(plugin)
+    table = plugin.dock.table
+    (bare,) = [row for row in range(K) if table.item(row, 0).icon().isNull()]
+    (failed,) = gate.failed
+    assert failed.startswith(f"/tiles/{layer.getFeature(table.item(bare, 0).data(Qt.UserRole))['tile_id']}/")
+    assert plugin.dock.message.text() == f"{K} match(es) from {gate.url}"  # no error for a missing picture
 
 
 def test_clicking_a_match_zooms_to_it(plugin):
