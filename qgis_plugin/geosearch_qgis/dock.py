@@ -1,9 +1,11 @@
-"""The dock: the server's status line, the matches with their thumbnails (a click zooms to one), and the buttons
-that export them or add the archive's scene footprints; plus the settings dialog."""
+"""The dock: the server's status line, the matches with their thumbnails (a click zooms to one), the examples the
+user marked among them for the next search, and the buttons that export them or add the archive's scene footprints;
+plus the settings dialog."""
 
-from typing import Callable
+from collections.abc import Sequence
+from typing import Callable, Optional
 
-from qgis.core import QgsVectorLayer
+from qgis.core import QgsFeature, QgsVectorLayer
 from qgis.gui import QgsDockWidget, QgsMapCanvas
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QDate, QSize, Qt
@@ -17,6 +19,8 @@ from qgis.PyQt.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListWidget,
+    QListWidgetItem,
     QPushButton,
     QSpinBox,
     QTableWidget,
@@ -25,7 +29,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .settings import Settings
+from .settings import Example, Settings
 
 COLUMNS = ("", "rank", "score", "scene", "date")
 
@@ -50,6 +54,13 @@ class MatchesDock(QgsDockWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.cellClicked.connect(lambda row, _: self.zoom_to(row))
 
+        # The plugin connects these: the marks are its, kept for "Search again" until the next drag.
+        self.more_button, self.fewer_button = QPushButton("More like this"), QPushButton("Not like this")
+        self.examples = QListWidget()  # one line per marked match, its tile id kept with it
+        self.examples.setMaximumHeight(90)
+        self.remove_button, self.clear_button = QPushButton("Remove"), QPushButton("Clear")
+        self.again_button = QPushButton("Search again")
+
         self.export_button = QPushButton("Export…")
         self.export_button.setEnabled(False)
         self.export_button.clicked.connect(export)
@@ -57,15 +68,14 @@ class MatchesDock(QgsDockWidget):
         scenes_button.clicked.connect(add_scenes)
         settings_button = QPushButton("Settings…")
         settings_button.clicked.connect(edit_settings)
-        buttons = QHBoxLayout()
-        for button in (self.export_button, scenes_button, settings_button):
-            buttons.addWidget(button)
-
         layout = QVBoxLayout()
         layout.addWidget(self.server)
         layout.addWidget(self.table)
+        layout.addLayout(row_of(self.more_button, self.fewer_button))
+        layout.addWidget(self.examples)
+        layout.addLayout(row_of(self.remove_button, self.clear_button, self.again_button))
         layout.addWidget(self.message)
-        layout.addLayout(buttons)
+        layout.addLayout(row_of(self.export_button, scenes_button, settings_button))
         body = QWidget()
         body.setLayout(layout)
         self.setWidget(body)
@@ -82,8 +92,7 @@ class MatchesDock(QgsDockWidget):
             picture.setData(Qt.UserRole, feature.id())
             self.table.setItem(row, 0, picture)
             self.pictures[feature["tile_id"]] = picture
-            scene = str(feature["scene_path"]).replace("\\", "/").rsplit("/", 1)[-1]
-            for column, value in enumerate((str(feature["rank"]), f"{feature['score']:.3f}", scene,
+            for column, value in enumerate((str(feature["rank"]), f"{feature['score']:.3f}", scene_name(feature),
                                             str(feature["acquired"] or "")), start=1):
                 self.table.setItem(row, column, QTableWidgetItem(value))
             self.table.setRowHeight(row, 68)
@@ -96,6 +105,25 @@ class MatchesDock(QgsDockWidget):
         if tile_id in self.pictures and pixmap.loadFromData(png):
             self.pictures[tile_id].setIcon(QIcon(pixmap))
 
+    def selected_match(self) -> Optional[QgsFeature]:
+        """The match of the table's selected row, to mark; None when no row is selected or its layer is gone."""
+        rows = self.table.selectionModel().selectedRows()
+        if not rows or self.layer is None or sip.isdeleted(self.layer):
+            return None
+        return self.layer.getFeature(self.table.item(rows[0].row(), 0).data(Qt.UserRole))
+
+    def selected_example(self) -> Optional[str]:
+        """The tile id of the example selected in the list, to remove."""
+        item = self.examples.currentItem()
+        return item.data(Qt.UserRole) if item is not None else None
+
+    def show_examples(self, examples: Sequence[Example]) -> None:
+        self.examples.clear()
+        for example in examples:
+            item = QListWidgetItem(f"{'+' if example.positive else '-'} {example.label}")
+            item.setData(Qt.UserRole, example.tile_id)
+            self.examples.addItem(item)
+
     def zoom_to(self, row: int) -> None:
         """Zoom the map to the match in `row` (in whatever CRS the project uses) and flash it."""
         if self.layer is None or sip.isdeleted(self.layer) or self.table.item(row, 0) is None:
@@ -103,6 +131,18 @@ class MatchesDock(QgsDockWidget):
         feature_id = self.table.item(row, 0).data(Qt.UserRole)
         self.canvas.zoomToFeatureIds(self.layer, [feature_id])
         self.canvas.flashFeatureIds(self.layer, [feature_id])
+
+
+def scene_name(feature: QgsFeature) -> str:
+    """The file name of the match's scene, whichever separator its path was written with."""
+    return str(feature["scene_path"]).replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def row_of(*buttons: QPushButton) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for button in buttons:
+        row.addWidget(button)
+    return row
 
 
 class SettingsDialog(QDialog):

@@ -1,9 +1,10 @@
 """The plugin: a toolbar button and menu entry arm a map tool; the box dragged on the map goes to `geosearch
-serve` in a background task; the matches come back as layers and in the dock, whose pictures then fill in."""
+serve` in a background task; the matches come back as layers and in the dock, whose pictures then fill in. Matches
+marked in the dock as like or unlike the places wanted go with the same box when the user searches again."""
 
 from typing import Optional
 
-from qgis.core import Qgis, QgsApplication, QgsProject, QgsRectangle, QgsVectorLayer
+from qgis.core import Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsProject, QgsRectangle, QgsVectorLayer
 from qgis.gui import QgisInterface, QgsMapToolExtent
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
@@ -12,9 +13,9 @@ from qgis.PyQt.QtWidgets import QAction, QFileDialog
 
 from .algorithm import ICON, Provider
 from .client import Client
-from .dock import MatchesDock, SettingsDialog
+from .dock import MatchesDock, SettingsDialog, scene_name
 from .layers import export_layer, matches_layer, query_layer, replace_layer, scenes_layer
-from .settings import Settings
+from .settings import MAX_EXAMPLES, Example, Settings
 from .tasks import ServiceTask, Thumbnails
 
 MENU = "&geosearch"
@@ -30,6 +31,8 @@ class GeosearchPlugin:
         self.thumbnails: Optional[Thumbnails] = None  # the latest matches' pictures, coming into the dock
         self.matches = None  # the latest matches layer
         self.provider: Optional[Provider] = None
+        self.query: Optional[tuple[QgsRectangle, QgsCoordinateReferenceSystem]] = None  # the last box dragged
+        self.examples: list[Example] = []  # the matches marked since, in the order marked; not saved with the project
 
     # QGIS calls these.
     def initProcessing(self) -> None:
@@ -54,6 +57,11 @@ class GeosearchPlugin:
         self.tool.extentChanged.connect(self.search_box)
         self.dock = MatchesDock(self.canvas, self.export_dialog, self.add_scenes, self.edit_settings)
         self.dock.closed.connect(self.stop_thumbnails)
+        self.dock.more_button.clicked.connect(lambda: self.mark(True))
+        self.dock.fewer_button.clicked.connect(lambda: self.mark(False))
+        self.dock.remove_button.clicked.connect(self.unmark)
+        self.dock.clear_button.clicked.connect(lambda: self.set_examples([]))
+        self.dock.again_button.clicked.connect(self.search_again)
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
         self.dock.hide()
 
@@ -77,19 +85,55 @@ class GeosearchPlugin:
         self.check_server()
 
     def search_box(self, box: QgsRectangle) -> None:
-        """Search with the box just dragged, in the project's CRS; a running search is cancelled first."""
+        """Search with the box just dragged, in the project's CRS: a new query, so the last one's marks go."""
         self.tool.clearRubberBand()
         if box.isEmpty():
             self.report("drag a box on the map, not a click: the search needs an area", Qgis.Warning)
             return
-        crs = self.canvas.mapSettings().destinationCrs()
+        self.query = box, self.canvas.mapSettings().destinationCrs()
+        self.set_examples([])
+        self._search()
+
+    def search_again(self) -> None:
+        """The last box again, with the matches marked since as positives and negatives."""
+        if self.query is None:
+            self.report("drag a box on the map first: searching again needs a query", Qgis.Warning)
+            return
+        self._search()
+
+    def mark(self, positive: bool) -> None:
+        """Keep the selected match as an example for the next search (marked again, it changes sign). The server
+        takes MAX_EXAMPLES examples, the query among them."""
+        match = self.dock.selected_match()
+        if match is None:
+            self.dock.message.setText("select a match in the table first")
+            return
+        others = [example for example in self.examples if example.tile_id != match["tile_id"]]
+        if len(others) >= MAX_EXAMPLES - 1:
+            self.dock.message.setText(f"at most {MAX_EXAMPLES - 1} marks: the server takes {MAX_EXAMPLES} examples, "
+                                      "the query among them; remove one first")
+            return
+        label = f"rank {match['rank']}, {scene_name(match)}"
+        self.set_examples([*others, Example(match["tile_id"], positive, label)])
+
+    def unmark(self) -> None:
+        tile_id = self.dock.selected_example()
+        self.set_examples([example for example in self.examples if example.tile_id != tile_id])
+
+    def set_examples(self, examples: list[Example]) -> None:
+        self.examples = examples
+        self.dock.show_examples(examples)
+
+    def _search(self) -> None:
+        """Search the last box with the marks; a running search is cancelled first."""
+        box, crs = self.query
         if self.searching is not None:
             self.searching.cancel()
         self.stop_thumbnails()
         self.dock.show()
         self.dock.message.setText("searching…")
         query = query_layer(box, crs)
-        client, body = self.settings.client(), self.settings.search_body(box, crs)
+        client, body = self.settings.client(), self.settings.search_body(box, crs, examples=self.examples)
         self.searching = ServiceTask("geosearch: find similar patches", lambda task: client.search(body, task.feedback),
                                      lambda task: self._show_matches(task, query, client))
         self._start(self.searching)

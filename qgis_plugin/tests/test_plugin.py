@@ -1,6 +1,7 @@
 """The plugin in real QGIS against a real server: it loads through classFactory, a drag on a project in a projected
 CRS sends that box and CRS, the matches become layers and dock rows whose thumbnails come after, Processing gives the
-same features, export writes GeoJSON, and a server that is down gives a message, not a crash."""
+same features, export writes GeoJSON, matches marked in the dock go with "Search again" as the server's examples, and a
+server that is down gives a message, not a crash."""
 
 import configparser
 import json
@@ -142,7 +143,8 @@ def test_plugin_imports_no_torch_or_geosearch():
 def test_drag_sends_the_box_in_the_project_crs(plugin):
     sent = []
     search_body = plugin.settings.search_body
-    plugin.settings.search_body = lambda box, crs, k=None: sent.append(search_body(box, crs, k)) or sent[-1]
+    plugin.settings.search_body = lambda box, crs, k=None, examples=(): (sent.append(search_body(box, crs, k, examples))
+                                                                          or sent[-1])
     start, end = drag(plugin, demo_box_utm())
     wait_for(plugin)
 
@@ -289,6 +291,76 @@ def test_clicking_a_match_zooms_to_it(plugin):
     extent = plugin.canvas.extent()
     assert extent.contains(footprint)  # and fits it closely in one direction, whatever the canvas's shape:
     assert min(extent.width() / footprint.width(), extent.height() / footprint.height()) < 1.5
+
+
+def mark_rank(plugin, rank: int, positive: bool) -> str:
+    """Select the row of the match of `rank` and mark it with the dock's button; its tile id, read from the layer."""
+    plugin.dock.table.selectRow(rank - 1)
+    (plugin.dock.more_button if positive else plugin.dock.fewer_button).click()
+    return next(f["tile_id"] for f in plugin.matches.getFeatures() if f["rank"] == rank)
+
+
+def example_lines(plugin) -> list:
+    examples = plugin.dock.examples
+    return [examples.item(row).text() for row in range(examples.count())]
+
+
+def row_tile_ids(plugin) -> list:
+    """The tile ids of the dock's rows, top to bottom."""
+    table = plugin.dock.table
+    return [plugin.matches.getFeature(table.item(row, 0).data(Qt.UserRole))["tile_id"]
+            for row in range(table.rowCount())]
+
+
+def test_search_again_sends_the_marked_matches(plugin, server):
+    plugin.dock.again_button.click()
+    assert "drag a box on the map first" in plugin.dock.message.text() and plugin.searching is None
+    layer = search_by_drag(plugin)
+    drawn = json.loads(next(layer.getFeatures())["query"])
+    first_rows = row_tile_ids(plugin)
+    scenes = {f["rank"]: Path(f["scene_path"]).name for f in layer.getFeatures()}
+    negative = mark_rank(plugin, 2, positive=False)
+    positive = mark_rank(plugin, 5, positive=True)
+    assert example_lines(plugin) == [f"- rank 2, {scenes[2]}", f"+ rank 5, {scenes[5]}"]
+
+    plugin.dock.again_button.click()
+    wait_for(plugin)
+    body = {"bbox": drawn["bbox"], "crs": drawn["crs"], "k": K, "dedup": True,
+            "positives": [{"tile_id": positive}], "negatives": [{"tile_id": negative}]}
+    direct = [f["properties"]["tile_id"] for f in server.post("/search", body)["features"]]
+    rows = row_tile_ids(plugin)
+    assert rows == direct and rows != first_rows, plugin.dock.message.text()
+    assert negative in first_rows and negative not in rows
+    assert plugin.dock.message.text() == f"{len(rows)} match(es) from {server.url}"
+    assert len(example_lines(plugin)) == 2  # kept for the next search again
+
+    # Removing one, then a new drag (a new query) drops the marks.
+    plugin.dock.examples.setCurrentRow(0)
+    plugin.dock.remove_button.click()
+    assert example_lines(plugin) == [f"+ rank 5, {scenes[5]}"] and [e.tile_id for e in plugin.examples] == [positive]
+    search_by_drag(plugin)
+    assert example_lines(plugin) == [] and plugin.examples == []
+
+
+def test_a_32nd_mark_is_refused(plugin, server):
+    """The query counts as one of the server's 32 examples: 31 marks are searched, a 32nd is refused."""
+    plugin.settings.k, plugin.settings.dedup = 40, False
+    search_by_drag(plugin)
+    marked = [mark_rank(plugin, rank, positive=rank % 2 == 1) for rank in range(1, 32)]
+    assert len(example_lines(plugin)) == 31
+    mark_rank(plugin, 32, positive=True)
+    assert "at most 31 marks" in plugin.dock.message.text()
+    assert [e.tile_id for e in plugin.examples] == marked
+    mark_rank(plugin, 2, positive=True)  # marking one again only changes its sign
+    assert len(plugin.examples) == 31 and plugin.examples[-1].positive and plugin.examples[-1].tile_id == marked[1]
+    plugin.dock.clear_button.click()
+    assert example_lines(plugin) == [] and plugin.examples == []
+
+    for rank in range(1, 32):
+        mark_rank(plugin, rank, positive=True)
+    plugin.dock.again_button.click()  # the server takes the query and 31 marks
+    wait_for(plugin)
+    assert plugin.dock.message.text().endswith(f"match(es) from {server.url}"), plugin.dock.message.text()
 
 
 def test_processing_gives_the_same_features(plugin):
