@@ -93,7 +93,7 @@ class MatchesDock(QgsDockWidget):
             self.table.setItem(row, 0, picture)
             self.pictures[feature["tile_id"]] = picture
             for column, value in enumerate((str(feature["rank"]), f"{feature['score']:.3f}", scene_name(feature),
-                                            str(feature["acquired"] or "")), start=1):
+                                            acquired_day(feature)), start=1):
                 self.table.setItem(row, column, QTableWidgetItem(value))
             self.table.setRowHeight(row, 68)
         self.table.resizeColumnsToContents()
@@ -136,6 +136,11 @@ class MatchesDock(QgsDockWidget):
 def scene_name(feature: QgsFeature) -> str:
     """The file name of the match's scene, whichever separator its path was written with."""
     return str(feature["scene_path"]).replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def acquired_day(feature: QgsFeature) -> str:
+    """The match's acquisition date as a day, YYYY-MM-DD (the server sends an ISO date and time in UTC)."""
+    return str(feature["acquired"])[:10] if feature["acquired"] else ""
 
 
 def row_of(*buttons: QPushButton) -> QHBoxLayout:

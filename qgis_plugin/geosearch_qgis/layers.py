@@ -62,8 +62,14 @@ def _memory_layer(geometry: str, crs: QgsCoordinateReferenceSystem, name: str, f
 
 
 def match_features(collection: dict) -> list[QgsFeature]:
-    """The matches of a /search answer as features with MATCH_FIELDS, in rank order."""
-    return QgsJsonUtils.stringToFeatureList(json.dumps(collection), match_fields())
+    """The matches of a /search answer as features with MATCH_FIELDS, in rank order. Their text fields hold the
+    server's text: OGR's GeoJSON reader rewrites a date ("2020-05-18T00:00:00+00:00") as "2020/05/18 00:00:00+00"."""
+    features = QgsJsonUtils.stringToFeatureList(json.dumps(collection), match_fields())
+    texts = [name for name, kind in MATCH_FIELDS if kind == QVariant.String]
+    for feature, given in zip(features, collection["features"]):
+        for name in texts:
+            feature[name] = given["properties"].get(name)
+    return features
 
 
 def matches_layer(collection: dict) -> QgsVectorLayer:

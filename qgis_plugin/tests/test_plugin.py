@@ -185,6 +185,9 @@ def test_matches_become_a_layer_and_dock_rows(plugin, server):
     assert [table.item(row, 1).text() for row in range(K)] == [str(r) for r in range(1, K + 1)]
     assert sum(not table.item(row, 0).icon().isNull() for row in range(K)) == K  # every thumbnail came
     assert table.item(0, 3).text() == Path(features[0]["scene_path"]).name
+    # The layer keeps the server's text; the dock shows the day.
+    assert [f["acquired"] for f in features] == [f["properties"]["acquired"] for f in direct]
+    assert features[0]["acquired"] == "2020-05-18T00:00:00+00:00" and table.item(0, 4).text() == "2020-05-18"
 
     # A second search replaces the first one's layers.
     search_by_drag(plugin)
