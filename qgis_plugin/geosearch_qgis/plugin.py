@@ -4,7 +4,7 @@ marked in the dock as like or unlike the places wanted go with the same box when
 
 from typing import Optional
 
-from qgis.core import Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsProject, QgsRectangle, QgsVectorLayer
+from qgis.core import Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
 from qgis.gui import QgisInterface, QgsMapToolExtent
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
@@ -132,10 +132,10 @@ class GeosearchPlugin:
         self.stop_thumbnails()
         self.dock.show()
         self.dock.message.setText("searching…")
-        query = query_layer(box, crs)
+        replace_layer(query_layer(box, crs), QgsProject.instance())  # the box stays on the map while it searches
         client, body = self.settings.client(), self.settings.search_body(box, crs, examples=self.examples)
         self.searching = ServiceTask("geosearch: find similar patches", lambda task: client.search(body, task.feedback),
-                                     lambda task: self._show_matches(task, query, client))
+                                     lambda task: self._show_matches(task, client))
         self._start(self.searching)
 
     def stop_thumbnails(self) -> None:
@@ -187,15 +187,17 @@ class GeosearchPlugin:
             self.report(task.error, Qgis.Critical)
         return task.error is None
 
-    def _show_matches(self, task: ServiceTask, query: QgsVectorLayer, client: Client) -> None:
-        """The layers and the dock's rows at once; their pictures come after, from the same server."""
-        if task is self.searching:
+    def _show_matches(self, task: ServiceTask, client: Client) -> None:
+        """The layers and the dock's rows at once; their pictures come after, from the same server. A search the
+        user cancelled says so (one that a newer search replaced leaves the message to it)."""
+        latest = task is self.searching
+        if latest:
             self.searching = None
         if not self._finish(task):
+            if latest and task.error == "cancelled":
+                self.dock.message.setText("search cancelled")
             return
-        project = QgsProject.instance()
-        replace_layer(query, project)
-        self.matches = replace_layer(matches_layer(task.value), project)
+        self.matches = replace_layer(matches_layer(task.value), QgsProject.instance())
         self.dock.show_matches(self.matches)
         self.dock.message.setText(f"{self.matches.featureCount()} match(es) from {client.url}")
         tile_ids = [feature["properties"]["tile_id"] for feature in task.value["features"]]

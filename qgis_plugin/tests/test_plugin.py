@@ -285,6 +285,26 @@ def test_a_thumbnail_that_fails_leaves_its_row_without_a_picture(plugin, gate):
     assert plugin.dock.message.text() == f"{K} match(es) from {gate.url}"  # no error for a missing picture
 
 
+def test_a_cancelled_search_says_so_and_a_replaced_one_does_not(plugin):
+    """Cancelled from QGIS's task manager, a search ends with "search cancelled", not "searching…" for good; a
+    search cancelled because a newer one started leaves the message to the newer one. The box is on the map from
+    the drag on, while the search runs."""
+    search_by_drag(plugin)
+    first = demo_box_utm()
+    beside = QgsRectangle(first.xMaximum(), first.yMinimum(), first.xMaximum() + first.width(), first.yMaximum())
+    drag(plugin, beside)
+    assert plugin.searching is not None and plugin.dock.message.text() == "searching…"
+    (query,) = QgsProject.instance().mapLayersByName(QUERY)
+    assert query.extent().contains(beside.center()) and not query.extent().contains(first.center())
+    plugin.searching.cancel()
+    wait_for(plugin)
+    assert plugin.searching is None and plugin.dock.message.text() == "search cancelled"
+    drag(plugin, demo_box_utm())
+    drag(plugin, demo_box_utm())  # cancels the first of the two
+    wait_for(plugin)
+    assert plugin.dock.message.text() == f"{K} match(es) from {plugin.settings.url}"
+
+
 def test_clicking_a_match_zooms_to_it(plugin):
     layer = search_by_drag(plugin)
     plugin.dock.table.cellClicked.emit(K - 1, 2)
