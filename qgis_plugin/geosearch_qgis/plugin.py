@@ -2,6 +2,7 @@
 serve` in a background task; the matches come back as layers and in the dock, whose pictures then fill in. Matches
 marked in the dock as like or unlike the places wanted go with the same box when the user searches again."""
 
+from pathlib import Path
 from typing import Optional
 
 from qgis.core import Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
@@ -15,7 +16,7 @@ from .algorithm import ICON, Provider
 from .client import Client
 from .dock import MatchesDock, SettingsDialog, scene_name
 from .layers import export_layer, matches_layer, query_layer, replace_layer, scenes_layer
-from .settings import MAX_EXAMPLES, Example, Settings
+from .settings import MAX_EXAMPLES, Example, Settings, export_folder, remember_export_folder
 from .tasks import ServiceTask, Thumbnails
 
 MENU = "&geosearch"
@@ -155,7 +156,8 @@ class GeosearchPlugin:
                                 self._show_scenes))
 
     def export_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self.dock, "Export the matches", "matches.geojson",
+        path, _ = QFileDialog.getSaveFileName(self.dock, "Export the matches",
+                                              str(Path(export_folder()) / "matches.geojson"),
                                               "GeoJSON (*.geojson);;GeoPackage (*.gpkg);;Shapefile (*.shp);;"
                                               "Any OGR format (*.*)")
         if path:
@@ -166,6 +168,8 @@ class GeosearchPlugin:
             self.report("no matches layer to export: search first", Qgis.Warning)
             return False
         ok, message = export_layer(self.matches, path)
+        if ok:
+            remember_export_folder(path)
         self.report(f"wrote {message}" if ok else message, Qgis.Success if ok else Qgis.Critical)
         return ok
 

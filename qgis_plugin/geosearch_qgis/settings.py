@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import NamedTuple, Optional
 
 from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle, QgsSettings
@@ -18,6 +19,16 @@ class Example(NamedTuple):
     tile_id: str
     positive: bool
     label: str
+
+
+def export_folder() -> str:
+    """Where the last export went, for the next one to start there (the home folder at first, not QGIS's own
+    working directory)."""
+    return QgsSettings().value(PREFIX + "export_folder", str(Path.home()), type=str)
+
+
+def remember_export_folder(path: str) -> None:
+    QgsSettings().setValue(PREFIX + "export_folder", str(Path(path).parent))
 
 
 @dataclass

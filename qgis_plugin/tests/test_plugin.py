@@ -23,11 +23,13 @@ from qgis.core import (
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
+    QgsSettings,
     QgsVectorLayer,
 )
 from qgis.gui import QgsMapCanvas, QgsMapMouseEvent
 from qgis.PyQt.QtCore import QCoreApplication, QEvent, QPoint, Qt
 from qgis.PyQt.QtGui import QColor, QImage
+from qgis.PyQt.QtWidgets import QFileDialog
 from qgis.testing.mocked import get_iface
 
 import geosearch_qgis
@@ -398,6 +400,20 @@ def test_processing_gives_the_same_features(plugin):
     assert output.featureCount() == K and output.crs().authid() == "EPSG:4326"
     key = [(f["rank"], f["tile_id"], round(f["score"], 5)) for f in layer.getFeatures()]
     assert sorted(key) == sorted((f["rank"], f["tile_id"], round(f["score"], 5)) for f in output.getFeatures())
+
+
+def test_export_starts_where_the_last_one_went(plugin, tmp_path, monkeypatch):
+    """The export dialog opens in the home folder at first (not QGIS's working directory), then where the last
+    export went."""
+    QgsSettings().remove("geosearch/export_folder")
+    offered = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *args: offered.append(args[2]) or ("", "")))
+    plugin.export_dialog()
+    search_by_drag(plugin)
+    (tmp_path / "exports").mkdir()
+    assert plugin.export_matches(str(tmp_path / "exports" / "first.geojson"))
+    plugin.export_dialog()
+    assert offered == [str(Path.home() / "matches.geojson"), str(tmp_path / "exports" / "matches.geojson")]
 
 
 def test_export_writes_geojson(plugin, tmp_path):
