@@ -52,6 +52,7 @@ WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
 def _memory_layer(geometry: str, crs: QgsCoordinateReferenceSystem, name: str, fields: QgsFields,
                   features: list[QgsFeature]) -> QgsVectorLayer:
     layer = QgsVectorLayer(geometry, name, "memory")
+    layer.setCustomProperty("skipMemoryLayersCheck", 1)  # QGIS asks nothing on close: Export keeps them as files
     layer.setCrs(crs)
     provider = layer.dataProvider()
     provider.addAttributes(fields.toList())

@@ -175,6 +175,8 @@ def test_matches_become_a_layer_and_dock_rows(plugin, server):
     assert layer.renderer().type() == "graduatedSymbol" and layer.labelsEnabled()
     (query,) = QgsProject.instance().mapLayersByName(QUERY)
     assert query.crs() == UTM21S and query.extent().contains(demo_box_utm().center())
+    # Closing QGIS does not ask about them (its check of temporary layers skips them).
+    assert layer.customProperty("skipMemoryLayersCheck") == query.customProperty("skipMemoryLayersCheck") == 1
 
     # The server's own answer to the box the drag drew (the demo's box, to the canvas's pixels) is the same matches.
     drawn = json.loads(features[0]["query"])
