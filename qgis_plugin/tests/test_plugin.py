@@ -516,6 +516,24 @@ def test_settings_dialog_refuses_a_bad_date():
     assert dialog.result() == 1 and dialog.settings().after == "2020-05-01" and dialog.settings().k == 7
 
 
+def test_opening_the_shipped_scenes_in_qgis_leaves_the_checkout_clean():
+    """QGIS writes its statistics beside a raster it opens (SCENE.tif.aux.xml); git ignores them."""
+    written = []
+    try:
+        for scene in SCENES:
+            layer = QgsRasterLayer(str(scene), scene.stem)
+            assert layer.isValid() and layer.dataProvider().bandStatistics(1).maximumValue > 0
+            del layer
+            written += [aux for aux in scene.parent.glob(scene.name + "*.aux.xml")]
+        assert written, "QGIS wrote no statistics file: this test no longer checks anything"
+        status = subprocess.run(["git", "status", "--porcelain", "--", str(SCENES[0].parent)], cwd=REPO,
+                                capture_output=True, text=True, check=True)
+        assert status.stdout == ""
+    finally:
+        for aux in written:
+            aux.unlink(missing_ok=True)
+
+
 def test_canvas_screenshot(plugin, tmp_path):
     """The matches over the scenes, rendered by a map canvas; GEOSEARCH_SCREENSHOT=path keeps a copy (docs/img)."""
     project = QgsProject.instance()
