@@ -17,6 +17,7 @@ from qgis.PyQt.QtWidgets import (
     QDialogButtonBox,
     QFormLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -32,6 +33,7 @@ from qgis.PyQt.QtWidgets import (
 from .settings import Example, Settings
 
 COLUMNS = ("", "rank", "score", "scene", "date")
+MINIMUM_WIDTH = 440  # pixels: the picture, rank, score and date take about 260
 
 
 class MatchesDock(QgsDockWidget):
@@ -52,6 +54,14 @@ class MatchesDock(QgsDockWidget):
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.verticalHeader().setVisible(False)
+        # The scene's name takes the width the others leave, shortened in the middle, so every column stays in view
+        # without a horizontal scroll bar; the dock is made wide enough for a useful part of that name.
+        self.table.setTextElideMode(Qt.ElideMiddle)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(COLUMNS.index("scene"), QHeaderView.Stretch)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setMinimumWidth(MINIMUM_WIDTH)
         self.table.cellClicked.connect(lambda row, _: self.zoom_to(row))
 
         # The plugin connects these: the marks are its, kept for "Search again" until the next drag.
@@ -96,7 +106,6 @@ class MatchesDock(QgsDockWidget):
                                             acquired_day(feature)), start=1):
                 self.table.setItem(row, column, QTableWidgetItem(value))
             self.table.setRowHeight(row, 68)
-        self.table.resizeColumnsToContents()
         self.export_button.setEnabled(bool(features))
 
     def show_thumbnail(self, tile_id: str, png: bytes) -> None:

@@ -309,6 +309,24 @@ def test_a_cancelled_search_says_so_and_a_replaced_one_does_not(plugin):
     assert plugin.dock.message.text() == f"{K} match(es) from {plugin.settings.url}"
 
 
+def test_every_column_fits_a_narrow_dock(plugin):
+    """Made as narrow as it goes, every column is in view: the scene's name is shortened in the middle, with room
+    for a useful part of it; the picture, rank, score and date are whole."""
+    search_by_drag(plugin)
+    dock, table = plugin.dock, plugin.dock.table
+    dock.setFloating(True)
+    dock.resize(300, 700)
+    dock.show()
+    process_events_until(lambda: False, 0.5)  # laid out
+    header = table.horizontalHeader()
+    assert dock.width() <= 450 and header.length() <= table.viewport().width()
+    metrics = table.fontMetrics()
+    for column in (2, 4):
+        assert header.sectionSize(column) >= max(metrics.horizontalAdvance(table.item(row, column).text())
+                                                 for row in range(table.rowCount()))
+    assert header.sectionSize(0) >= table.iconSize().width() and header.sectionSize(3) >= 120
+
+
 def test_clicking_a_match_zooms_to_it(plugin):
     layer = search_by_drag(plugin)
     plugin.dock.table.cellClicked.emit(K - 1, 2)
