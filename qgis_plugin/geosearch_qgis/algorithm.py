@@ -8,19 +8,32 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterNumber,
     QgsProcessingProvider,
+    QgsVectorLayer,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtGui import QIcon
 
 from .client import ServiceError
-from .layers import WGS84, match_features, match_fields
+from .layers import WGS84, match_features, match_fields, style_matches
 from .settings import Settings
 
 ICON = str(Path(__file__).with_name("icons") / "geosearch.svg")
+
+
+class _Styled(QgsProcessingLayerPostProcessorInterface):
+    """Gives the output layer the dock's style once QGIS loads it."""
+
+    def postProcessLayer(self, layer, context, feedback) -> None:
+        if isinstance(layer, QgsVectorLayer):
+            style_matches(layer)
+
+
+STYLED = _Styled()  # QGIS keeps no reference to a post-processor: this one lives as long as the plugin
 
 
 class FindSimilarPatches(QgsProcessingAlgorithm):
@@ -67,6 +80,8 @@ class FindSimilarPatches(QgsProcessingAlgorithm):
         for feature in match_features(matches):
             sink.addFeature(feature, QgsFeatureSink.FastInsert)
         feedback.pushInfo(f"{len(matches['features'])} match(es)")
+        if context.willLoadLayerOnCompletion(destination):
+            context.layerToLoadOnCompletionDetails(destination).setPostProcessor(STYLED)
         return {self.OUTPUT: destination}
 
 

@@ -74,8 +74,15 @@ def match_features(collection: dict) -> list[QgsFeature]:
 
 
 def matches_layer(collection: dict) -> QgsVectorLayer:
-    """Footprints coloured from pale (weakest) to strong (best score), each labelled with its rank."""
+    """The matches of a /search answer as a styled memory layer."""
     layer = _memory_layer("Polygon", WGS84, MATCHES, match_fields(), match_features(collection))
+    style_matches(layer)
+    return layer
+
+
+def style_matches(layer: QgsVectorLayer) -> None:
+    """Footprints coloured from pale (weakest) to strong (best score), each labelled with its rank: the dock's layer
+    and Processing's output alike."""
     symbol = QgsFillSymbol.createSimple({"color": "255,0,0,90", "outline_width": "0.6", "outline_color": "0,0,0"})
     renderer = QgsGraduatedSymbolRenderer("score")
     renderer.setSourceSymbol(symbol)
@@ -97,7 +104,6 @@ def matches_layer(collection: dict) -> QgsVectorLayer:
     labels.setFormat(text)
     layer.setLabeling(QgsVectorLayerSimpleLabeling(labels))
     layer.setLabelsEnabled(True)
-    return layer
 
 
 def query_layer(box: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:

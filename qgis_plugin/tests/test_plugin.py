@@ -421,6 +421,12 @@ def test_processing_gives_the_same_features(plugin):
     key = [(f["rank"], f["tile_id"], round(f["score"], 5)) for f in layer.getFeatures()]
     assert sorted(key) == sorted((f["rank"], f["tile_id"], round(f["score"], 5)) for f in output.getFeatures())
 
+    # Loaded into the project as the Processing dialog loads it, the output has the dock's style.
+    loaded = processing.runAndLoadResults("geosearch:findsimilarpatches",
+                                          {"EXTENT": extent, "K": K, "OUTPUT": "TEMPORARY_OUTPUT"})
+    styled = QgsProject.instance().mapLayer(loaded["OUTPUT"])
+    assert styled.featureCount() == K and styled.renderer().type() == "graduatedSymbol" and styled.labelsEnabled()
+
 
 def test_export_starts_where_the_last_one_went(plugin, tmp_path, monkeypatch):
     """The export dialog opens in the home folder at first (not QGIS's working directory), then where the last
