@@ -5,7 +5,7 @@ marked in the dock as like or unlike the places wanted go with the same box when
 from pathlib import Path
 from typing import Optional
 
-from qgis.core import Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
+from qgis.core import Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsMessageLog, QgsProject, QgsRectangle
 from qgis.gui import QgisInterface, QgsMapToolExtent
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
@@ -185,9 +185,10 @@ class GeosearchPlugin:
         self.tasks.append(task)
         QgsApplication.taskManager().addTask(task)
 
-    def _finish(self, task: ServiceTask) -> bool:
+    def _finish(self, task: ServiceTask, report: bool = True) -> bool:
+        """Whether the task succeeded; its error, unless cancelled, is reported (`report`) or left to the caller."""
         self.tasks.remove(task)
-        if task.error and task.error != "cancelled":
+        if task.error and task.error != "cancelled" and report:
             self.report(task.error, Qgis.Critical)
         return task.error is None
 
@@ -209,18 +210,24 @@ class GeosearchPlugin:
         self.thumbnails = Thumbnails(client, tile_ids, self.dock.show_thumbnail)
 
     def _show_health(self, task: ServiceTask) -> None:
-        if self._finish(task):
+        """The server's line of the dock: its model and device, or why it cannot be reached (there only)."""
+        if self._finish(task, report=False):
             health = task.value
             self.dock.server.setText(f"{self.settings.url}: model {health['model_id']} on {health['device_name']}; "
                                      f"{health['scenes']} scene(s), {health['tiles']} tiles")
         elif task.error != "cancelled":
             self.dock.server.setText(task.error)
+            QgsMessageLog.logMessage(task.error, "geosearch", Qgis.Warning)
 
     def _show_scenes(self, task: ServiceTask) -> None:
         if self._finish(task):
             replace_layer(scenes_layer(task.value), QgsProject.instance())
 
     def report(self, text: str, level: Qgis.MessageLevel = Qgis.Info) -> None:
-        """In the message bar and in the dock, where it stays when the bar's message is gone."""
-        self.iface.messageBar().pushMessage("geosearch", text, level=level, duration=8)
-        self.dock.message.setText(text)
+        """In one place the user sees: the dock's message line, or QGIS's message bar while the dock is closed;
+        and in QGIS's log (the geosearch tab), which keeps every message whole."""
+        QgsMessageLog.logMessage(text, "geosearch", level)
+        if self.dock.isVisible():
+            self.dock.message.setText(text)
+        else:
+            self.iface.messageBar().pushMessage("geosearch", text, level=level, duration=8)

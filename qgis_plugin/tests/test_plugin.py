@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from qgis.core import (
+    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsNetworkAccessManager,
@@ -358,6 +359,7 @@ def row_tile_ids(plugin) -> list:
 
 
 def test_search_again_sends_the_marked_matches(plugin, server):
+    plugin.dock.show()  # its button is clicked in it
     plugin.dock.again_button.click()
     assert "drag a box on the map first" in plugin.dock.message.text() and plugin.searching is None
     layer = search_by_drag(plugin)
@@ -474,16 +476,30 @@ def test_scene_footprints_and_server_status(plugin, server):
     assert server.health["model_id"] in status and server.health["device_name"] in status
 
 
-def test_server_down_gives_a_message(plugin):
+def test_server_down_gives_a_message_in_one_place(plugin):
+    """A server that cannot be reached is said once: in the dock's server line, not again in its message line or
+    the message bar; QGIS's log keeps it whole. A search's error goes to the message line of the open dock, and to
+    the message bar only while the dock is closed."""
+    logged = []
+    QgsApplication.messageLog().messageReceived.connect(lambda text, tag, _level: logged.append((tag, text)))
+    bar = plugin.iface.messageBar().pushMessage
+    bar.reset_mock()
     plugin.settings = Settings(url=f"http://127.0.0.1:{free_port()}", k=K)
+    plugin.dock.show()
     plugin.check_server()
     wait_for(plugin)
     assert "cannot reach geosearch serve" in plugin.dock.server.text()
-    plugin.iface.messageBar().pushMessage.assert_called()
+    assert "cannot reach" not in plugin.dock.message.text()
+    assert any(tag == "geosearch" and "cannot reach geosearch serve" in text for tag, text in logged)
     drag(plugin, demo_box_utm())
     wait_for(plugin)
     assert "cannot reach geosearch serve" in plugin.dock.message.text()
     assert not QgsProject.instance().mapLayersByName(MATCHES)
+    bar.assert_not_called()
+    plugin.dock.hide()
+    plugin.export_matches("anywhere.geojson")
+    bar.assert_called_once()
+    assert "no matches layer to export" in bar.call_args.args[1]
 
 
 def test_server_errors_and_clicks_are_reported(plugin):
