@@ -16,6 +16,7 @@ from qgis.core import (
     QgsPalLayerSettings,
     QgsProject,
     QgsRectangle,
+    QgsSimpleLineSymbolLayer,
     QgsStyle,
     QgsTextBufferSettings,
     QgsTextFormat,
@@ -81,20 +82,22 @@ def matches_layer(collection: dict) -> QgsVectorLayer:
 
 
 def style_matches(layer: QgsVectorLayer) -> None:
-    """Footprints coloured from pale (weakest) to strong (best score), each labelled with its rank: the dock's layer
-    and Processing's output alike."""
-    symbol = QgsFillSymbol.createSimple({"color": "255,0,0,90", "outline_width": "0.6", "outline_color": "0,0,0"})
+    """Footprint outlines coloured from pale (weakest) to strong (best score), with no fill, so the imagery under
+    a match stays as it is; each labelled with its rank, placed in the part of the footprint in view. The dock's
+    layer and Processing's output alike."""
+    symbol = QgsFillSymbol.createSimple({})
+    symbol.changeSymbolLayer(0, QgsSimpleLineSymbolLayer(QColor("red"), 0.8))  # an outline, in the score's colour
     renderer = QgsGraduatedSymbolRenderer("score")
     renderer.setSourceSymbol(symbol)
     renderer.setSourceColorRamp(QgsStyle.defaultStyle().colorRamp("Reds"))
     renderer.setClassificationMethod(QgsClassificationEqualInterval())
     renderer.updateClasses(layer, min(5, max(1, layer.featureCount())))
     layer.setRenderer(renderer)
-    layer.setOpacity(0.6)
 
     labels = QgsPalLayerSettings()
     labels.fieldName = "rank"
     labels.placement = QgsPalLayerSettings.OverPoint
+    labels.centroidWhole = False  # the centre of the part in view, so a footprint cut by the map's edge keeps its rank
     text = QgsTextFormat()
     text.setSize(10)
     buffer = QgsTextBufferSettings()

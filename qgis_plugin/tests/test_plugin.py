@@ -19,6 +19,7 @@ from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsGeometry,
     QgsNetworkAccessManager,
     QgsPointXY,
     QgsProject,
@@ -596,12 +597,23 @@ def test_canvas_screenshot(plugin, tmp_path):
     assert image.size() == canvas.mapSettings().outputSize() and image.width() > 900
     colours = {image.pixel(x, y) for x in range(0, image.width(), 16) for y in range(0, image.height(), 16)}
     assert len(colours) > 100  # the scenes are drawn, not a blank canvas
-    best = next(f for f in layer.getFeatures() if f["rank"] == 1)
-    to_canvas = QgsCoordinateTransform(layer.crs(), UTM21S, project)
-    footprint = to_canvas.transformBoundingBox(best.geometry().boundingBox())
-    inside = QgsPointXY(footprint.xMinimum() + footprint.width() / 5, footprint.yMinimum() + footprint.height() / 5)
-    pixel = canvas.getCoordinateTransform().transform(inside)  # off centre, clear of the rank label
-    red, green, blue = QColor(image.pixel(round(pixel.x()), round(pixel.y()))).getRgb()[:3]
-    assert red > green and red > blue  # the best match is filled in red over the scene
+    # The best match is outlined in red, and the scene inside it is drawn as it is, with no wash over it.
+    best = QgsGeometry(next(f for f in layer.getFeatures() if f["rank"] == 1).geometry())
+    best.transform(QgsCoordinateTransform(layer.crs(), UTM21S, project))
+    corner, next_corner = best.asPolygon()[0][:2]
+    edge = QgsPointXY((corner.x() + next_corner.x()) / 2, (corner.y() + next_corner.y()) / 2)
+    box = best.boundingBox()
+    inside = QgsPointXY(box.xMinimum() + box.width() / 3, box.yMinimum() + box.height() / 3)  # clear of the label
+
+    def colour_at(layers: list, point: QgsPointXY) -> tuple:
+        canvas.setLayers(layers)
+        canvas.refresh()
+        canvas.waitWhileRendering()
+        pixel = canvas.getCoordinateTransform().transform(point)
+        return QColor(canvas.grab().toImage().pixel(round(pixel.x()), round(pixel.y()))).getRgb()[:3]
+
+    red, green, blue = colour_at([layer, *scenes], edge)
+    assert red > green + 40 and red > blue + 40
+    assert colour_at([layer, *scenes], inside) == colour_at(scenes, inside)
     if os.environ.get("GEOSEARCH_SCREENSHOT"):
         shutil.copy(path, os.environ["GEOSEARCH_SCREENSHOT"])
