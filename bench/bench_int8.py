@@ -21,16 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_quality import rsscn7_split
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 
 from geosearch.encoder.default import open_model
 from geosearch.encoder.model import Encoder
 from geosearch.encoder.runtime import OnnxEncoder, onnx_graph
-from training.datasets import ClassFolders, stratified_split
 from training.evaluate import embed_dataset
 from training.metrics import evaluate_retrieval
 
-RSSCN7 = Path(__file__).resolve().parents[2] / "shared" / "data" / "rsscn7"
 CPU = torch.device("cpu")
 
 
@@ -69,8 +68,7 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=256)
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
-    data = ClassFolders(str(RSSCN7))
-    train, test = stratified_split(data.labels, 0.5, seed=0)
+    data, train, test = rsscn7_split()
     calibration = np.random.default_rng(0).permutation(train)[:args.calibration]
     timed = torch.stack([data[i][0] for i in test[:256]])
     for model in args.models:

@@ -81,9 +81,16 @@ def land_cover_cell(model: str) -> dict:
             "p@10": result.precision_at[10]}
 
 
-def rsscn7_cell(model: str) -> dict:
+def rsscn7_split() -> tuple[ClassFolders, np.ndarray, np.ndarray]:
+    """RSSCN7 and its fixed 50/50 split (train, test), as `python -m training.experiment` evaluates it; the
+    benchmarks that use RSSCN7 share it."""
     data = ClassFolders(str(SHARED / "rsscn7"))
-    _, test = stratified_split(data.labels, 0.5, seed=0)
+    train, test = stratified_split(data.labels, 0.5, seed=0)
+    return data, train, test
+
+
+def rsscn7_cell(model: str) -> dict:
+    data, _, test = rsscn7_split()
     vectors, labels = embed_dataset(open_model(model).encoder(), data, test, CPU, workers=1)
     result = evaluate_retrieval(vectors, labels)
     return {"queries": result.queries, "map": result.map, "p@10": result.precision_at[10]}

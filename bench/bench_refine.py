@@ -21,10 +21,10 @@ import platform
 import tempfile
 import uuid
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import torch
+from bench_quality import rsscn7_split
 
 from bench_tiling import CACHE
 from geosearch.encoder.default import open_model
@@ -32,10 +32,9 @@ from geosearch.encoder.runtime import load_encoder
 from geosearch.query import MAX_EXAMPLES
 from geosearch.store import open_backend
 from geosearch.store.archive import Archive
-from training.datasets import ClassFolders, stratified_split
+from training.datasets import ClassFolders
 from training.evaluate import embed_dataset
 
-RSSCN7 = Path(__file__).resolve().parents[2] / "shared" / "data" / "rsscn7"
 SHOWN = 20
 
 
@@ -105,8 +104,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=140)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    data = ClassFolders(str(RSSCN7))
-    _, test = stratified_split(data.labels, 0.5, seed=0)
+    data, _, test = rsscn7_split()
     for model in args.models:
         model_id, vectors, labels = archive_vectors(model, data, test)
         classes = np.unique(labels)
