@@ -35,14 +35,15 @@ $(QGIS_STAMP):
 	$(QGIS_VENV)/bin/python -m pip install --quiet -c constraints.txt pytest mock
 	touch $@
 
-# Without QGIS the plugin's tests are left out with a note, unless REQUIRE_QGIS=1 (CI), which makes that an error.
+# Without QGIS the plugin's tests are left out with a note, unless REQUIRE_QGIS=1 (CI), which makes that an error;
+# so is the desktop test's, without the qgis application, Xvfb and xdotool.
 test-plugin: $(STAMP)
 	@if ! QT_QPA_PLATFORM=offscreen $(QGIS_PYTHON) -c 'import qgis.core' 2>/dev/null; then \
 		echo "QGIS is not installed, so the plugin's tests did not run: apt-get install python3-qgis qgis-providers"; \
 		test -z "$(REQUIRE_QGIS)" || exit 1; \
 	else \
 		$(MAKE) $(QGIS_STAMP) && cd qgis_plugin && \
-		GEOSEARCH_EXE=$(abspath $(BIN))/geosearch ../$(QGIS_VENV)/bin/python -m pytest; \
+		REQUIRE_QGIS=$(REQUIRE_QGIS) GEOSEARCH_EXE=$(abspath $(BIN))/geosearch ../$(QGIS_VENV)/bin/python -m pytest; \
 	fi
 
 # The zip that QGIS's plugin manager installs ("Install from ZIP").

@@ -355,6 +355,26 @@ def test_the_token_is_enforced(store, tmp_path):
     assert exposed.returncode == 1 and "give --token" in exposed.stderr
 
 
+def test_the_token_may_come_as_the_basic_auth_password(store, tmp_path):
+    """As QGIS's authentication database sends it: HTTP Basic, any user name, the token as the password."""
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy, ignore=shutil.ignore_patterns(".geosearch.lock"))
+    with open_backend(str(copy)) as backend:
+        checkpoint = default_checkpoint()
+        service = Service(Archive.open(backend, "tiles", checkpoint.model_id), checkpoint, torch.device("cpu"), [],
+                          token="s3cret")
+        with TestClient(create_app(service)) as client:
+            assert client.get("/health", auth=("geosearch", "s3cret")).status_code == 200
+            assert client.get("/health", auth=("", "s3cret")).status_code == 200
+            for auth in (("geosearch", "nope"), ("s3cret", ""), ("geosearch", "s3cret ")):
+                assert client.get("/health", auth=auth).status_code == 401
+            for header in ("Basic !!not base64!!", "Basic czNjcmV0", "Basic", "Basic /w==", "Basic czNjcmV0=="):
+                wrong = client.get("/health", headers={"Authorization": header})  # bad base64, or no colon
+                assert wrong.status_code == 401, header
+                assert wrong.json()["error"] == ("missing or wrong token (send 'Authorization: Bearer TOKEN', or "
+                                                 "HTTP Basic auth with the token as the password)")
+
+
 def test_the_cli_goes_through_the_server_that_holds_the_store(archive_root, tmp_path):
     """While `geosearch serve` holds the embedded store (Qdrant Edge opens a store in one process only), index,
     search, scenes and stats go through it, found by the address it records beside the lock; the other commands,

@@ -39,7 +39,8 @@ def _is_loopback(host: str) -> bool:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; others need --token.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
-@click.option("--token", envvar="GEOSEARCH_TOKEN", help="Required as 'Authorization: Bearer TOKEN' on every request.")
+@click.option("--token", envvar="GEOSEARCH_TOKEN",
+              help="Required on every request: 'Authorization: Bearer TOKEN', or as HTTP Basic auth's password.")
 @click.option("--root", "roots", multiple=True, type=click.Path(file_okay=False, exists=True),
               help="An archive root: POST /index takes files under it only. Repeatable.")
 @click.option("--model", "model_spec", default="default", show_default=True, envvar="GEOSEARCH_MODEL",

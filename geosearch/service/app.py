@@ -1,6 +1,7 @@
 """The HTTP API over the engine (FastAPI). One process holds the model and the store; clients such as the QGIS
 plugin send boxes and get GeoJSON back, and never need torch themselves."""
 
+import base64
 import functools
 import hmac
 import io
@@ -131,6 +132,24 @@ class Job:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _token_in(authorization: str) -> bytes | None:
+    """The token an Authorization header carries: `Bearer TOKEN`, or HTTP Basic with the token as the password and
+    any user name (RFC 7617, as GitHub's and Stripe's APIs take it), which is what clients that keep credentials as
+    a user and a password send, QGIS's authentication database among them. None for anything else, malformed base64
+    included."""
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() == "bearer":
+        return given.strip().encode()
+    if scheme.lower() != "basic":
+        return None
+    try:
+        credentials = base64.b64decode(given.strip(), validate=True)
+    except ValueError:  # binascii.Error
+        return None
+    _, colon, password = credentials.partition(b":")
+    return password if colon else None
 
 
 class BodyLimit:
@@ -273,9 +292,10 @@ def create_app(service: Service, threads: int = THREADS) -> ASGIApp:
     @app.middleware("http")
     async def check_token(request: Request, call_next):
         if service.token:
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), service.token.encode()):
-                return _error(401, "missing or wrong token (send 'Authorization: Bearer TOKEN')")
+            given = _token_in(request.headers.get("authorization", ""))
+            if given is None or not hmac.compare_digest(given, service.token.encode()):
+                return _error(401, "missing or wrong token (send 'Authorization: Bearer TOKEN', or HTTP Basic "
+                                   "auth with the token as the password)")
         return await call_next(request)
 
     @app.exception_handler(GeosearchError)

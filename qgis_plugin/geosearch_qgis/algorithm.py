@@ -63,14 +63,20 @@ class FindSimilarPatches(QgsProcessingAlgorithm):
             minValue=1, maxValue=1000))
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Matches", QgsProcessing.TypeVectorPolygon))
 
+    def prepareAlgorithm(self, parameters, context, feedback) -> bool:
+        """The saved settings and their client, made on the interface thread (Processing runs processAlgorithm in
+        one of its own), where QGIS may ask for the master password that unlocks the server's token."""
+        self.settings = Settings.load()
+        self.client = self.settings.client()
+        return True
+
     def processAlgorithm(self, parameters, context, feedback) -> dict:
         crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
         box = self.parameterAsExtent(parameters, self.EXTENT, context, crs)
-        settings = Settings.load()
-        body = settings.search_body(box, crs, self.parameterAsInt(parameters, self.K, context))
-        feedback.pushInfo(f"searching {settings.url} with {body}")
+        body = self.settings.search_body(box, crs, self.parameterAsInt(parameters, self.K, context))
+        feedback.pushInfo(f"searching {self.settings.url} with {body}")
         try:
-            matches = settings.client().search(body, feedback)
+            matches = self.client.search(body, feedback)
         except ServiceError as error:
             raise QgsProcessingException(str(error)) from None
         sink, destination = self.parameterAsSink(parameters, self.OUTPUT, context, match_fields(),

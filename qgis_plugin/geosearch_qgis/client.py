@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any, Optional
 from urllib.parse import quote
 
-from qgis.core import QgsBlockingNetworkRequest, QgsFeedback, QgsNetworkAccessManager
+from qgis.core import QgsApplication, QgsBlockingNetworkRequest, QgsFeedback, QgsNetworkAccessManager
 from qgis.PyQt.QtCore import QTimer, QUrl
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
@@ -21,9 +21,10 @@ class ServiceError(Exception):
 
 
 class Client:
-    def __init__(self, url: str, token: str = ""):
+    def __init__(self, url: str, authcfg: str = ""):
+        """`authcfg`: the QGIS authentication config that authorizes the requests (the server's token), if any."""
         self.url = url.rstrip("/")
-        self.token = token
+        self.authcfg = authcfg
 
     def health(self, feedback: Optional[QgsFeedback] = None) -> dict:
         """Version, model id, device and the archive's size."""
@@ -46,8 +47,12 @@ class Client:
     def _request(self, path: str) -> QNetworkRequest:
         request = QNetworkRequest(QUrl(self.url + path))
         request.setRawHeader(b"Accept", b"application/json")
-        if self.token:
-            request.setRawHeader(b"Authorization", f"Bearer {self.token}".encode())
+        if self.authcfg:
+            applied, request = QgsApplication.authManager().updateNetworkRequest(request, self.authcfg)
+            if not applied:
+                raise ServiceError(f"the token in QGIS's authentication database (config {self.authcfg}) could not "
+                                   "be used: it is gone, or the master password was not given; set it again in "
+                                   "geosearch's settings")
         return request
 
     def _call(self, method: str, path: str, body: Any = None, feedback: Optional[QgsFeedback] = None) -> bytes:

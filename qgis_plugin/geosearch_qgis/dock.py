@@ -30,7 +30,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .settings import Example, Settings
+from .settings import AUTH_NAME, AuthDatabaseError, Example, Settings, forget_token, has_token, store_token
 
 COLUMNS = ("", "rank", "score", "scene", "date")
 MINIMUM_WIDTH = 440  # pixels: the picture, rank, score and date take about 260
@@ -160,14 +160,23 @@ def row_of(*buttons: QPushButton) -> QHBoxLayout:
 
 
 class SettingsDialog(QDialog):
-    """Server URL and token; k, de-duplication and the date filter sent with each search."""
+    """Server URL and token; k, de-duplication and the date filter sent with each search. The token goes into QGIS's
+    authentication database on OK and is never shown again: the field only replaces it."""
 
     def __init__(self, settings: Settings, parent: QWidget = None):
         super().__init__(parent)
         self.setWindowTitle("geosearch settings")
         self.url = QLineEdit(settings.url)
-        self.token = QLineEdit(settings.token)
+        self.authcfg = settings.authcfg
+        stored = has_token(self.authcfg)
+        self.token = QLineEdit()
         self.token.setEchoMode(QLineEdit.Password)
+        self.token.setPlaceholderText("stored in QGIS's authentication database; type to replace" if stored
+                                      else "none; the server's --token, if it has one")
+        self.token.setToolTip(f"Kept encrypted in QGIS's authentication database, as '{AUTH_NAME}'")
+        self.forget = QCheckBox("Forget the stored token")
+        self.forget.setEnabled(stored)
+        self.forget.toggled.connect(self.token.setDisabled)
         self.k = QSpinBox()
         self.k.setRange(1, 1000)
         self.k.setValue(settings.k)
@@ -177,9 +186,9 @@ class SettingsDialog(QDialog):
         for date in (self.after, self.before):
             date.setPlaceholderText("YYYY-MM-DD, empty for no bound")
         form = QFormLayout()
-        for label, widget in (("Server URL", self.url), ("Token", self.token), ("Matches (k)", self.k),
-                              ("De-duplication", self.dedup), ("Acquired on or after", self.after),
-                              ("Acquired on or before", self.before)):
+        for label, widget in (("Server URL", self.url), ("Token", self.token), ("", self.forget),
+                              ("Matches (k)", self.k), ("De-duplication", self.dedup),
+                              ("Acquired on or after", self.after), ("Acquired on or before", self.before)):
             form.addRow(label, widget)
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         buttons.accepted.connect(self.accept)
@@ -197,9 +206,18 @@ class SettingsDialog(QDialog):
             if text and not QDate.fromString(text, Qt.ISODate).isValid():
                 self.message.setText(f"'{text}' is not a date: write it as YYYY-MM-DD")
                 return
+        try:
+            if self.forget.isChecked():
+                forget_token(self.authcfg)
+                self.authcfg = ""
+            elif self.token.text().strip():
+                self.authcfg = store_token(self.token.text().strip(), self.authcfg)
+        except AuthDatabaseError as error:
+            self.message.setText(str(error))
+            return
         super().accept()
 
     def settings(self) -> Settings:
-        return Settings(url=self.url.text().strip(), token=self.token.text().strip(), k=self.k.value(),
+        return Settings(url=self.url.text().strip(), authcfg=self.authcfg, k=self.k.value(),
                         dedup=self.dedup.isChecked(), after=self.after.text().strip(),
                         before=self.before.text().strip())

@@ -53,7 +53,9 @@ WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
 def _memory_layer(geometry: str, crs: QgsCoordinateReferenceSystem, name: str, fields: QgsFields,
                   features: list[QgsFeature]) -> QgsVectorLayer:
     layer = QgsVectorLayer(geometry, name, "memory")
-    layer.setCustomProperty("skipMemoryLayersCheck", 1)  # QGIS asks nothing on close: Export keeps them as files
+    # QGIS asks nothing about them on closing: the next search replaces them anyway; a user who wants them kept
+    # makes them permanent (the layer's "Make Permanent…") or exports them.
+    layer.setCustomProperty("skipMemoryLayersCheck", 1)
     layer.setCrs(crs)
     provider = layer.dataProvider()
     provider.addAttributes(fields.toList())
@@ -130,9 +132,11 @@ def scenes_layer(collection: dict) -> QgsVectorLayer:
 
 
 def replace_layer(layer: QgsVectorLayer, project: QgsProject) -> QgsVectorLayer:
-    """Add `layer`, removing earlier layers of the same name, so each search leaves one set of results."""
+    """Add `layer`, removing earlier results of the same name, so each search leaves one set of results. Only
+    temporary ones: a result the user made permanent (saved to a file) is theirs, and stays."""
     for old in project.mapLayersByName(layer.name()):
-        project.removeMapLayer(old.id())
+        if old.providerType() == "memory":
+            project.removeMapLayer(old.id())
     project.addMapLayer(layer)
     return layer
 

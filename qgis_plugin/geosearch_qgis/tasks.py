@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 from qgis.core import QgsFeedback, QgsTask
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
-from .client import Client
+from .client import Client, ServiceError
 
 THUMBNAIL_SIZE = 96
 # Requests in flight: enough to overlap their round trips, few enough to leave the server room for the next search,
@@ -69,7 +69,11 @@ class Thumbnails:
     def _fetch_more(self) -> None:
         while self.waiting and len(self.fetching) < THUMBNAILS_AT_ONCE:
             tile_id = self.waiting.popleft()
-            reply = self.client.thumbnail(tile_id, THUMBNAIL_SIZE)
+            try:
+                reply = self.client.thumbnail(tile_id, THUMBNAIL_SIZE)
+            except ServiceError:  # the token's config is gone since the search: the rows stay without pictures
+                self.waiting.clear()
+                return
             self.fetching[reply] = tile_id
             reply.finished.connect(partial(self._arrived, reply))
 

@@ -1,5 +1,5 @@
 """Real QGIS (headless) and a real `geosearch serve` over the shipped scenes, started once for the session; and a
-gate in front of it that holds thumbnail requests until a test lets them through.
+gate in front of it that holds chosen requests (thumbnails, by default) until a test lets them through.
 
 The server runs from the project's own environment (GEOSEARCH_EXE, default .venv/bin/geosearch); these tests run in
 Debian's python3, where QGIS lives, and import nothing of geosearch but the plugin."""
@@ -43,10 +43,14 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, executable: str, store: Path):
+    """`geosearch serve` on a free port; with `token`, every request must carry it (this class's own do)."""
+
+    def __init__(self, executable: str, store: Path, token: str = ""):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen([executable, "serve", "--store", str(store), "--port", str(self.port)],
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.process = subprocess.Popen([executable, "serve", "--store", str(store), "--port", str(self.port),
+                                         *(["--token", token] if token else [])],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -60,12 +64,12 @@ class Server:
         raise TimeoutError("geosearch serve did not start")
 
     def get(self, path: str) -> dict:
-        with urllib.request.urlopen(self.url + path, timeout=5) as answer:
+        with urllib.request.urlopen(urllib.request.Request(self.url + path, headers=self.headers), timeout=5) as answer:
             return json.loads(answer.read())
 
     def post(self, path: str, body: dict) -> dict:
         request = urllib.request.Request(self.url + path, json.dumps(body).encode(),
-                                         {"Content-Type": "application/json"})
+                                         {"Content-Type": "application/json", **self.headers})
         with urllib.request.urlopen(request, timeout=60) as answer:
             return json.loads(answer.read())
 
@@ -92,27 +96,33 @@ def pytest_unconfigure(config):
         os._exit(1)
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
+def serve(scenes: list[Path], store: Path, token: str = "") -> Server:
+    """`geosearch serve` over a store of `scenes`, indexed first."""
     executable = os.environ.get("GEOSEARCH_EXE", str(REPO / ".venv" / "bin" / "geosearch"))
     if not Path(executable).exists():
         pytest.fail(f"{executable}: no geosearch to serve with; run `make test`, or set GEOSEARCH_EXE")
-    store = tmp_path_factory.mktemp("plugin") / "store"
-    indexed = subprocess.run([executable, "index", *map(str, SCENES), "--store", str(store), "-q"],
+    indexed = subprocess.run([executable, "index", *map(str, scenes), "--store", str(store), "-q"],
                              capture_output=True, text=True)
     assert indexed.returncode == 0, indexed.stderr
-    running = Server(executable, store)
+    return Server(executable, store, token)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    running = serve(SCENES, tmp_path_factory.mktemp("plugin") / "store")
     yield running
     running.stop()
 
 
-class ThumbnailGate:
-    """An HTTP proxy in front of the real server that holds each thumbnail request until the test lets it through,
-    and counts them: received, held now (and the most at once), dropped by the client while held. Each let through
-    goes to the server, or is answered 502 while `fail_next` > 0; every other request passes at once."""
+class RequestGate:
+    """An HTTP proxy in front of the real server that holds each request whose path holds one of `hold` until the
+    test lets it through, and counts them: received, held now (and the most at once), dropped by the client while
+    held. Each let through goes to the server, or is answered 502 while `fail_next` > 0; every other request passes
+    at once."""
 
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, hold: tuple[str, ...] = ("/thumbnail.png",)):
         self.upstream = upstream
+        self.hold = hold
         self.passes = threading.Semaphore(0)
         self.closing = threading.Event()
         self.lock = threading.Lock()
@@ -147,12 +157,12 @@ class ThumbnailGate:
 
     def forward(self, handler: BaseHTTPRequestHandler) -> None:
         body = handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
-        thumbnail = "/thumbnail.png" in handler.path
-        if thumbnail and not self._wait_for_pass(handler.connection):
+        held = any(part in handler.path for part in self.hold)
+        if held and not self._wait_for_pass(handler.connection):
             handler.close_connection = True
             return
         with self.lock:
-            fail = thumbnail and self.fail_next > 0
+            fail = held and self.fail_next > 0
             if fail:
                 self.fail_next -= 1
                 self.failed.append(handler.path)
@@ -206,9 +216,9 @@ def closed(connection: socket.socket) -> bool:
 
 @pytest.fixture
 def gate(server):
-    held = ThumbnailGate(server.url)
-    yield held
-    held.close()
+    thumbnails = RequestGate(server.url)
+    yield thumbnails
+    thumbnails.close()
 
 
 def process_events_until(done: Callable[[], bool], timeout: float) -> bool:

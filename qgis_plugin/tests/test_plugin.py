@@ -19,6 +19,7 @@ from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsDataProvider,
     QgsGeometry,
     QgsNetworkAccessManager,
     QgsPointXY,
@@ -38,7 +39,7 @@ import geosearch_qgis
 from conftest import REPO, SCENES, free_port, process_events_until, wait_for
 from geosearch_qgis.client import Client, ServiceError
 from geosearch_qgis.dock import SettingsDialog
-from geosearch_qgis.layers import MATCH_FIELDS, MATCHES, QUERY
+from geosearch_qgis.layers import MATCH_FIELDS, MATCHES, QUERY, export_layer
 from geosearch_qgis.layers import SCENES as SCENES_LAYER
 from geosearch_qgis.settings import Settings
 from geosearch_qgis.tasks import THUMBNAILS_AT_ONCE
@@ -199,6 +200,21 @@ def test_matches_become_a_layer_and_dock_rows(plugin, server):
     search_by_drag(plugin)
     assert len(QgsProject.instance().mapLayersByName(MATCHES)) == 1
     assert len(QgsProject.instance().mapLayersByName(QUERY)) == 1
+
+
+def test_a_result_made_permanent_stays(plugin, tmp_path):
+    """The layer's "Make Permanent…" (QGIS writes the memory layer to a file and points the layer at it) makes the
+    matches the user's: later searches add theirs beside it."""
+    layer = search_by_drag(plugin)
+    kept = str(tmp_path / "kept.gpkg")
+    assert export_layer(layer, kept)[0]
+    layer.setDataSource(kept, layer.name(), "ogr", QgsDataProvider.ProviderOptions())
+    for _ in range(2):
+        drag(plugin, demo_box_utm())
+        wait_for(plugin)
+    found = QgsProject.instance().mapLayersByName(MATCHES)
+    assert sorted(found_layer.providerType() for found_layer in found) == ["memory", "ogr"]
+    assert layer in found and layer.featureCount() == K
 
 
 def rows_with_pictures(plugin) -> int:
@@ -576,7 +592,8 @@ def test_opening_the_shipped_scenes_in_qgis_leaves_the_checkout_clean():
 
 
 def test_canvas_screenshot(plugin, tmp_path):
-    """The matches over the scenes, rendered by a map canvas; GEOSEARCH_SCREENSHOT=path keeps a copy (docs/img)."""
+    """The matches over the scenes, rendered by a map canvas: outlined, the imagery inside them left as it is. (The
+    README's picture of the whole window is test_desktop's.)"""
     project = QgsProject.instance()
     copies = [shutil.copy(scene, tmp_path) for scene in SCENES if "landsat8" in scene.name]  # QGIS writes .aux.xml
     scenes = [QgsRasterLayer(copy, Path(copy).stem) for copy in copies]
@@ -615,5 +632,3 @@ def test_canvas_screenshot(plugin, tmp_path):
     red, green, blue = colour_at([layer, *scenes], edge)
     assert red > green + 40 and red > blue + 40
     assert colour_at([layer, *scenes], inside) == colour_at(scenes, inside)
-    if os.environ.get("GEOSEARCH_SCREENSHOT"):
-        shutil.copy(path, os.environ["GEOSEARCH_SCREENSHOT"])
