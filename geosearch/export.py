@@ -2,7 +2,8 @@
 
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import geopandas as gpd
@@ -38,24 +39,31 @@ def _partial(path: Path) -> Path:
 
 
 def write_features(frame: gpd.GeoDataFrame, path: str | Path) -> Path:
-    """Write atomically: the features go to a temporary file that replaces `path` only once complete."""
+    """Write the features to `path`, atomically (atomic_output)."""
     path = check_output_path(path)
-    tmp = _partial(path)
     fmt = FORMATS[path.suffix.lower()]
-    try:
+    with atomic_output(path) as tmp:
         if fmt == "GeoParquet":
             frame.to_parquet(tmp)
         elif fmt == "GeoJSON":
             frame.to_crs(4326).to_file(tmp, driver="GeoJSON", layer=path.stem, RFC7946="YES", WRITE_BBOX="YES")
         else:
             frame.to_file(tmp, driver=fmt, layer=path.stem)
+    return path
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary file to write, which replaces `path` only once complete: a failed write leaves what was there."""
+    tmp = _partial(path)
+    try:
+        yield tmp
         os.replace(tmp, path)
     except (OSError, RuntimeError) as error:  # pyogrio's errors are RuntimeErrors, and none says "disk full"
         raise GeosearchError(f"{path}: cannot be written ({_why_not_written(error, path.parent)}); "
                              "nothing there was changed") from None
     finally:
         tmp.unlink(missing_ok=True)
-    return path
 
 
 def _why_not_written(error: Exception, folder: Path) -> str:

@@ -69,6 +69,12 @@ def scene_record(planned: PlannedScene, tiling: TilingOptions, model_id: str, ac
     }
 
 
+def rereadable(record: dict) -> bool:
+    """Whether the scene's pixels can be read again as they were indexed: not when it came from an embedding file
+    made elsewhere, whose record has no tiling (embedding_files)."""
+    return "tiling" in record
+
+
 def tiling_of(record: dict) -> TilingOptions:
     """The tiling a scene was indexed with (scenes indexed before aligned grids were cut on their own grid)."""
     tiling = record["tiling"]
@@ -103,7 +109,7 @@ def lattice_notes(archive: Archive, scenes: list[PlannedScene]) -> list[str]:
     """Scenes of this run that overlap scenes of the archive on another lattice (CRS, pixel size or pixel phase
     differ): their tiles cannot share place ids, so "the same place" does not join them."""
     others = [(shapely.geometry.shape(r["footprint"]), r["tiling"].get("lattice"), r["path"])
-              for r in archive.scenes() if r["status"] == "complete"]
+              for r in archive.scenes() if r["status"] == "complete" and rereadable(r)]
     notes = []
     for planned in scenes:
         footprint = shapely.union_all(planned.grid.footprints.wgs84)
@@ -132,14 +138,19 @@ def tile_payloads(planned: PlannedScene, record: dict, batch: EmbeddedBatch) -> 
     if record["acquired"]:
         common["acquired"] = record["acquired"]
     payloads = [
-        common | ({"place_id": grid.place_ids[j]} if grid.place_ids[j] else {}) |
-        {"row": int(grid.offsets[j, 0]), "col": int(grid.offsets[j, 1]), "footprint": footprint,
-                  "centroid": {"lon": float(c[0]), "lat": float(c[1])}, "min_lon": float(b[0]),
-                  "min_lat": float(b[1]), "max_lon": float(b[2]), "max_lat": float(b[3]),
-                  "valid_fraction": round(float(v), 4)}
-        for j, footprint, b, c, v in zip(i, _geojson(footprints), bbox, centroid, batch.valid_fraction, strict=True)
+        common | ({"place_id": grid.place_ids[j]} if grid.place_ids[j] else {}) | where |
+        {"row": int(grid.offsets[j, 0]), "col": int(grid.offsets[j, 1]), "valid_fraction": round(float(v), 4)}
+        for j, where, v in zip(i, footprint_fields(footprints, bbox, centroid), batch.valid_fraction, strict=True)
     ]
     return ids, payloads
+
+
+def footprint_fields(footprints: np.ndarray, bbox: np.ndarray, centroid: np.ndarray) -> list[dict]:
+    """Where each tile lies, as its payload says it for the store's filters (EPSG:4326): the footprint as GeoJSON,
+    its centroid (a geo index) and its bounds (float indexes)."""
+    return [{"footprint": footprint, "centroid": {"lon": float(c[0]), "lat": float(c[1])}, "min_lon": float(b[0]),
+             "min_lat": float(b[1]), "max_lon": float(b[2]), "max_lat": float(b[3])}
+            for footprint, b, c in zip(_geojson(footprints), bbox, centroid, strict=True)]
 
 
 def acquisition(planned: PlannedScene, given: datetime | None, auto: bool) -> str | None:

@@ -15,7 +15,6 @@ negatives, unlike them (search.py says how they are searched).
 import dataclasses
 import functools
 import math
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +36,9 @@ from geosearch.encoder.runtime import Embedder, load_encoder
 from geosearch.errors import GeosearchError
 from geosearch.footprints import WGS84, wrap_longitude
 from geosearch.grid import GridMode
-from geosearch.index import archive_stretches, open_indexed, tiling_of
+from geosearch.index import archive_stretches, open_indexed, rereadable, tiling_of
 from geosearch.scene import Scene, read_masked
-from geosearch.store.archive import Archive
+from geosearch.store.archive import Archive, point_id
 from geosearch.tiling import TilingOptions, grid_at, read_tile
 
 MAX_QUERY_TILES = 8  # per side: a box of up to 8 × 8 tiles is covered whole
@@ -205,7 +204,10 @@ def covering_scenes(archive: Archive, box: Box) -> list[dict]:
     """Complete scenes whose data meets the box, the one covering most of it first; on a tie the finer one,
     then the first by path."""
     area = box.lonlat()
-    scenes = archive.complete_scenes()
+    scenes = [record for record in archive.complete_scenes() if rereadable(record)]
+    if not scenes:
+        raise GeosearchError("the archive's scenes came from embedding files, without their rasters: a box cannot "
+                             "be read from them; query by --tile")
     footprints = [shapely.geometry.shape(r["footprint"]) for r in scenes]
     cover = [shapely.intersection(f, area).area / area.area for f in footprints]
     order = sorted(range(len(scenes)), key=lambda i: (-round(cover[i], 3), float(f"{scenes[i]['gsd_m']:.2g}"),
@@ -239,12 +241,9 @@ def raster_query(archive: Archive, path: str, box: Box, encoder: Embedder, devic
 
 
 def tile_query(archive: Archive, tile_id: str) -> Query:
-    """An indexed tile: its stored vector and footprint, and its pixels when its scene can still be read."""
-    try:
-        uuid.UUID(tile_id)
-    except ValueError:
-        raise GeosearchError(f"{tile_id!r} is not a tile id (a UUID, as `geosearch search` exports them)") from None
-    stored = archive.tile(tile_id)
+    """An indexed tile: its stored vector and footprint, and its pixels when its scene can still be read. Its id is
+    geosearch's, or the one an imported embedding file gave it."""
+    stored = archive.tile(point_id(tile_id))
     if stored is None:
         raise GeosearchError(f"no tile {tile_id} in the archive ({archive.backend.location}, {archive.collection})")
     vector, payload = stored
@@ -257,7 +256,7 @@ def tile_query(archive: Archive, tile_id: str) -> Query:
 def tile_pixels(archive: Archive, payload: dict) -> np.ndarray | None:
     """A stored tile's pixels, read again from its scene; None when the scene file is gone or unreadable."""
     record = archive.scene(payload["scene_id"])
-    if record is None or not Path(record["path"]).exists():
+    if record is None or not rereadable(record) or not Path(record["path"]).exists():
         return None
     try:
         with open_indexed(record) as scene:
@@ -351,6 +350,9 @@ def archive_tiling(archive: Archive) -> TilingOptions:
     """For a raster that is not indexed: the tile size and GSD most of the archive's scenes were cut with, on the
     archive's grid."""
     tilings = [(r["tiling"]["tile_size"], r["tiling"]["gsd"], r["tiling"]["min_valid"])
-               for r in archive.complete_scenes()]
+               for r in archive.complete_scenes() if rereadable(r)]
+    if not tilings:
+        raise GeosearchError("the archive's scenes came from embedding files, with no tiling to cut another raster "
+                             "alike; query by --tile")
     size, gsd, min_valid = max(set(tilings), key=tilings.count)
     return TilingOptions(tile_size=size, gsd=gsd, min_valid=min_valid, grid=GridMode(archive.grid))

@@ -362,7 +362,7 @@ def test_cli_search_writes_every_format_and_the_quicklook(store, tmp_path):
     (["--bbox", "10", "10", "10", "11"], "is empty (zero width or height)"),
     (["--bbox", "0", "0", "1", "1", "--crs", "EPSG:999999"], "unknown CRS 'EPSG:999999'"),
     (["--tile", "0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17"], "no tile 0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17 in the archive"),
-    (["--tile", "not-a-tile"], "'not-a-tile' is not a tile id"),
+    (["--tile", "not-a-tile"], "no tile not-a-tile in the archive"),
     (["--bbox", "0", "0", "1", "1", "-k", "0"], "Invalid value for '-k'"),
     (["--tile", "x", "--out", "/no/such/dir/m.geojson"], "directory /no/such/dir does not exist"),
     (["--tile", "x", "-o", "/proc/x.geojson"], "Error: /proc/x.geojson: cannot be written (No such file or directory)"),

@@ -1,4 +1,4 @@
-"""`geosearch index`, `scenes`, `remove` and `stats`: the archive."""
+"""`geosearch index`, `import`, `scenes`, `remove` and `stats`: the archive."""
 
 import json
 import time
@@ -23,6 +23,7 @@ from geosearch.cli.options import (
     tiling_from,
     tiling_options,
 )
+from geosearch.embedding_files import import_into, read_embeddings
 from geosearch.encoder.checkpoint import Checkpoint
 from geosearch.encoder.default import open_model
 from geosearch.encoder.device import describe_device, resolve_device
@@ -30,6 +31,7 @@ from geosearch.errors import GeosearchError, SceneError, StoreServed
 from geosearch.export import check_output_path, scenes_frame, write_features
 from geosearch.grid import GridMode
 from geosearch.index import archive_grid, archive_stretches, index_scenes
+from geosearch.store import open_backend
 from geosearch.store.archive import Archive
 from geosearch.store.backend import HNSW_MIN_TILES
 from geosearch.tiling import TilingOptions
@@ -177,6 +179,21 @@ def remove(scene: str, store: str | None, qdrant_url: str | None, api_key: str |
         for record in archive.find_scenes(scene):
             tiles = archive.remove_scene(record["scene_id"])
             click.echo(f"removed {record['path']} ({record['scene_id']}): {tiles} tiles")
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@store_options
+@click.option("--model-id", help="The model of a file that does not record it (the same model id, the same space).")
+def import_file(file: str, store: str | None, qdrant_url: str | None, api_key: str | None, collection: str,
+                model_id: str | None) -> None:
+    """Load a GeoParquet embedding file (geosearch's, or made elsewhere: Earth Index, Major TOM, Clay…) into the
+    archive, in a collection of its model; its tiles are then searched by tile id like any other."""
+    embeddings = read_embeddings(file, model_id)
+    with open_backend(store, qdrant_url, api_key, create=True) as backend:
+        report = import_into(backend, embeddings, collection)
+    click.echo(f"imported {report.tiles} tiles of {report.scenes} scene(s), model {report.model_id}, into collection "
+               f"{report.collection!r}")
 
 
 @cli.command()

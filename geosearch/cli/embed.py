@@ -5,18 +5,18 @@ import time
 from collections.abc import Iterator
 
 import click
-import geopandas as gpd
-import pandas as pd
 from rich.progress import Progress, TaskID
 
 from geosearch.cli.main import PROGRESS_COLUMNS, cli, print_error, stderr
 from geosearch.cli.options import model_options, plan_all, scene_arguments, scene_paths, tiling_from, tiling_options
 from geosearch.embed import EmbeddedBatch, embed_scenes, gather
+from geosearch.embedding_files import write_embeddings
 from geosearch.encoder.default import open_model
 from geosearch.encoder.device import describe_device, resolve_device
 from geosearch.encoder.runtime import load_encoder
 from geosearch.errors import GeosearchError
-from geosearch.export import check_output_path, write_features
+from geosearch.export import check_output_path
+from geosearch.index import scene_record
 
 
 def _track(results: Iterator, progress: Progress, task: TaskID) -> Iterator:
@@ -31,7 +31,7 @@ def _track(results: Iterator, progress: Progress, task: TaskID) -> Iterator:
 @tiling_options
 @model_options
 @click.option("-o", "--out", type=click.Path(dir_okay=False), required=True,
-              help="GeoParquet file: one row per kept tile, its footprint, window and vector.")
+              help="GeoParquet embedding file: one row per kept tile, its footprint, window and vector.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no summary.")
 def embed(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str, runtime: str, batch_size: int,
@@ -60,8 +60,10 @@ def embed(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str
     embedded = sum(len(s.indexes) for s in done)
     read = sum(len(s.planned.grid) for s in done)
     if done:
-        frame = pd.concat([s.to_frame(checkpoint.model_id) for s in done], ignore_index=True)
-        write_features(gpd.GeoDataFrame(frame, geometry="geometry", crs=4326), out_path)
+        records = [scene_record(s.planned, options, checkpoint.model_id, s.planned.summary["acquired"]) for s in done]
+        pages = ((s.to_frame(checkpoint.model_id).assign(acquired=record["acquired"]), s.vectors)
+                 for s, record in zip(done, records, strict=True))
+        write_embeddings(out_path, pages, checkpoint.model_id, records)
     summary = {"model_id": checkpoint.model_id, "device": describe_device(torch_device), "scenes": len(done),
                "failed": [{"path": f.path, "error": f.problem} for f in failures], "tiles_embedded": embedded,
                "tiles_skipped": read - embedded, "seconds": round(seconds, 3),

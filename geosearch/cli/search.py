@@ -10,6 +10,7 @@ import shapely
 
 from geosearch.cli.main import cli
 from geosearch.cli.options import open_archive, runtime_option, store_options, through_server
+from geosearch.embedding_files import archive_pages, write_embeddings
 from geosearch.encoder.device import DEVICES
 from geosearch.errors import GeosearchError, StoreServed
 from geosearch.export import FORMATS, check_output_path, scenes_frame, write_features
@@ -169,13 +170,23 @@ def answer(archive: Archive, query: Query, k: int, filters: Filters, include_sel
 @cli.command()
 @click.argument("files", nargs=-1, required=True, metavar="[SOURCE] OUT")
 @click.option("--scenes", "scene_footprints", is_flag=True, help="Write the archive's scene footprints to OUT.")
+@click.option("--embeddings", is_flag=True,
+              help="Write the archive's tiles with their vectors to OUT, a GeoParquet embedding file.")
 @store_options
-def export(files: tuple[str, ...], scene_footprints: bool, store: str | None, qdrant_url: str | None,
-           api_key: str | None, collection: str) -> None:
-    """Rewrite saved matches (SOURCE) as OUT, in the format its extension names; or, with --scenes, write the
-    archive's scene footprints to OUT."""
-    if len(files) != (1 if scene_footprints else 2):
-        raise GeosearchError("give SOURCE OUT to rewrite saved matches, or --scenes OUT for the scene footprints")
+def export(files: tuple[str, ...], scene_footprints: bool, embeddings: bool, store: str | None,
+           qdrant_url: str | None, api_key: str | None, collection: str) -> None:
+    """Rewrite saved matches (SOURCE) as OUT, in the format its extension names; or write the archive's scene
+    footprints (--scenes) or its tiles' embeddings (--embeddings) to OUT."""
+    whole_archive = scene_footprints or embeddings
+    if (scene_footprints and embeddings) or len(files) != (1 if whole_archive else 2):
+        raise GeosearchError("give SOURCE OUT to rewrite saved matches, --scenes OUT for the scene footprints, or "
+                             "--embeddings OUT for the tiles' embeddings")
+    if embeddings:
+        with open_archive(store, qdrant_url, api_key, collection) as archive:
+            written = write_embeddings(files[0], archive_pages(archive), archive.model_id,
+                                       archive.complete_scenes(), archive.stretches(), archive.grid)
+        click.echo(f"wrote {written} tile(s) of model {archive.model_id} to {files[0]}")
+        return
     out_path = check_output_path(files[-1])
     if scene_footprints:
         with open_archive(store, qdrant_url, api_key, collection) as archive:

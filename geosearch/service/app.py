@@ -37,7 +37,7 @@ from geosearch.index import archive_grid, archive_stretches, index_scenes
 from geosearch.query import MAX_EXAMPLES, Box, build_query, tile_pixels
 from geosearch.search import Filters, hits_geojson, search
 from geosearch.service.batcher import BatchedEncoder
-from geosearch.store.archive import Archive
+from geosearch.store.archive import Archive, point_id
 from geosearch.tiling import TilingOptions
 
 MAX_BODY_BYTES = 64 * 1024
@@ -208,11 +208,7 @@ class Service:
 
     def _thumbnail(self, tile_id: str, size: int) -> bytes:
         """A tile's PNG, read again from its scene; LookupError says why there is none (and is not cached)."""
-        try:
-            uuid.UUID(tile_id)
-        except ValueError:
-            raise LookupError(f"{tile_id!r} is not a tile id") from None
-        stored = self.archive.tile(tile_id)
+        stored = self.archive.tile(point_id(tile_id))
         if stored is None:
             raise LookupError(f"no tile {tile_id} in the archive")
         pixels = tile_pixels(self.archive, stored[1])

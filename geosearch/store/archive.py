@@ -27,9 +27,19 @@ TILE_INDEXES = {"scene_id": "keyword", "place_id": "keyword", "model_id": "keywo
                 "status": "keyword"}
 RECORD_INDEXES = {"kind": "keyword", "scene_id": "keyword", "status": "keyword"}
 _NAMESPACE = uuid.UUID("0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17")
+_IMPORTED = uuid.UUID("5b0e8a4e-7f0c-4d8e-9a57-2f4f5e9f3c21")  # names the point ids of tiles whose ids are not UUIDs
 _RECORD_VECTOR = np.ones((1, 1), dtype=np.float32)  # scene records carry payload only
 _PENDING = Match("status", "indexing")
 SERVED = Filter(must_not=(_PENDING,))  # must_not: tiles stored before tiles had a status have none, and are served
+
+
+def point_id(tile_id: str) -> str:
+    """The store's id of a tile: its id when that is a UUID, as geosearch's are; else (a tile imported from an
+    embedding file made elsewhere, Major TOM's hashes for one) the UUID that id names, the same at every import."""
+    try:
+        return str(uuid.UUID(tile_id))
+    except ValueError:
+        return str(uuid.uuid5(_IMPORTED, tile_id))
 
 
 def _record_id(key: str) -> str:

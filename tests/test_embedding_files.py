@@ -1,0 +1,188 @@
+"""Embeddings in and out: `export --embeddings` and `embed` write GeoParquet embedding files, `import` loads them (or
+a file made elsewhere, Major TOM's way) into an archive, and search by tile id gives what the original archive gave."""
+
+import hashlib
+import json
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import run_geosearch
+from geosearch.data import AERIAL_3857, LANDSAT8_224077, LANDSAT8_224078
+from geosearch.embedding_files import STAC_EXTENSION, read_embeddings
+from geosearch.errors import GeosearchError
+from geosearch.query import tile_query
+from geosearch.search import search
+from geosearch.store import open_backend
+from geosearch.store.archive import Archive
+
+SCENES = (LANDSAT8_224077, LANDSAT8_224078, AERIAL_3857)
+K = 10
+
+
+def geosearch_ok(*args: str) -> str:
+    result = run_geosearch(*args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def refused(*args: str) -> str:
+    """The one error line of a command that must fail."""
+    result = run_geosearch(*args)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """An archive of the shipped scenes, and its embeddings exported."""
+    folder = tmp_path_factory.mktemp("embeddings")
+    geosearch_ok("index", *map(str, SCENES), "--store", str(folder / "store"), "-q")
+    out = folder / "archive.parquet"
+    assert geosearch_ok("export", "--embeddings", str(out), "--store", str(folder / "store")).startswith("wrote ")
+    return folder / "store", out
+
+
+def matches(store, tile_id: str, collection: str = "tiles") -> list[tuple[str, float]]:
+    with open_backend(str(store)) as backend:
+        archive = Archive.open(backend, collection)
+        return [(hit.payload.get("source_id", hit.tile_id), round(hit.score, 5))
+                for hit in search(archive, tile_query(archive, tile_id), K)]
+
+
+def ids(found: dict) -> list[str]:
+    """The tile ids of `search --json`'s matches, in rank order."""
+    return [feature["properties"]["tile_id"] for feature in found["features"]]
+
+
+def test_the_file_follows_geoparquet_and_the_stac_embeddings_extension(exported):
+    store, out = exported
+    schema = pq.read_schema(out)
+    assert schema.field("embedding").type == pa.list_(pa.float32(), 512)  # a fixed-size list
+    geo = json.loads(schema.metadata[b"geo"])
+    assert geo["version"] == "1.1.0" and geo["columns"]["geometry"]["encoding"] == "WKB"
+    emb = json.loads(schema.metadata[b"emb"])
+    with open_backend(str(store)) as backend:
+        archive = Archive.open(backend, "tiles")
+        tiles, model_id = archive.tile_count(), archive.model_id
+    assert emb["stac_extensions"] == [STAC_EXTENSION] and emb["emb:dimensions"] == 512
+    assert emb["emb:type"] == "chip" and emb["data_type"] == "float32"
+    assert {"rel": "emb:model", "href": f"urn:geosearch:model:{model_id}"} in emb["links"]
+    frame = gpd.read_parquet(out)  # any GeoParquet reader takes it
+    assert len(frame) == tiles and frame.crs.to_epsg() == 4326 and frame["tile_id"].is_unique
+    vectors = np.stack(frame["embedding"].to_numpy())
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_an_archive_exported_and_imported_searches_the_same(exported, tmp_path):
+    store, out = exported
+    fresh = tmp_path / "store"
+    line = geosearch_ok("import", str(out), "--store", str(fresh))
+    assert line.startswith("imported ") and "of 3 scene(s)" in line
+    frame = gpd.read_parquet(out)
+    for scene_id in frame["scene_id"].unique():  # a tile of each scene as the query
+        tile_id = frame.loc[frame["scene_id"] == scene_id, "tile_id"].iloc[0]
+        assert matches(fresh, tile_id) == matches(store, tile_id)
+    # The scene records came with them: a box is read from the rasters as in the original archive.
+    box = ("--bbox", "-54.8315", "-25.2208", "-54.7783", "-25.1723", "--json")
+    original = json.loads(geosearch_ok("search", *box, "--store", str(store)))
+    imported = json.loads(geosearch_ok("search", *box, "--store", str(fresh)))
+    assert ids(imported) == ids(original) and len(ids(original)) == 20
+    # Imported again: the same points, none doubled.
+    geosearch_ok("import", str(out), "--store", str(fresh))
+    with open_backend(str(fresh)) as backend:
+        assert Archive.open(backend, "tiles").tile_count() == len(frame)
+
+
+def test_embed_writes_a_file_that_imports(tmp_path):
+    out = tmp_path / "landsat.parquet"
+    geosearch_ok("embed", str(LANDSAT8_224078), "--out", str(out), "-q")
+    geosearch_ok("import", str(out), "--store", str(tmp_path / "store"))
+    frame = gpd.read_parquet(out)
+    assert (frame["acquired"] == "2020-05-18T00:00:00+00:00").all()
+    found = json.loads(geosearch_ok("search", "--bbox", "-54.8315", "-25.2208", "-54.7783", "-25.1723", "--json",
+                                    "--store", str(tmp_path / "store")))
+    assert ids(found) and set(ids(found)) <= set(frame["tile_id"])
+
+
+def major_tom_like(out, path, vectors=None, **columns) -> None:
+    """The exported tiles as Major TOM publishes embeddings: sha256 ids, a variable-length `embedding` list, a
+    timestamp and a product id, written by geopandas with no model recorded."""
+    frame = gpd.read_parquet(out)
+    foreign = gpd.GeoDataFrame({
+        "unique_id": [hashlib.sha256(tile_id.encode()).hexdigest() for tile_id in frame["tile_id"]],
+        "embedding": list(np.stack(frame["embedding"].to_numpy()) if vectors is None else vectors),
+        "timestamp": "2020-05-18", "product_id": frame["scene_id"]} | columns, geometry=frame.geometry, crs=4326)
+    foreign.to_parquet(path)
+
+
+def test_a_file_made_elsewhere_imports_into_its_own_collection(exported, tmp_path):
+    store, out = exported
+    path = tmp_path / "major_tom.parquet"
+    major_tom_like(out, path)
+    fresh = tmp_path / "store"
+    assert refused("import", str(path), "--store", str(fresh)) == (
+        f"Error: {path}: no model recorded (emb metadata or a model_id column); name it with --model-id")
+    frame = gpd.read_parquet(out)
+    model_id = frame["model_id"].iloc[0]  # its vectors are the archive's: the same model, the same space
+    geosearch_ok("import", str(path), "--store", str(fresh), "--model-id", model_id, "--collection", "major_tom")
+    tile_id = frame["tile_id"].iloc[0]
+    by_hash = {hashlib.sha256(t.encode()).hexdigest(): t for t in frame["tile_id"]}
+    foreign = matches(fresh, hashlib.sha256(tile_id.encode()).hexdigest(), "major_tom")  # searched by its own id
+    assert [(by_hash[source], score) for source, score in foreign] == matches(store, tile_id)
+    box = refused("search", "--bbox", "-54.8315", "-25.2208", "-54.7783", "-25.1723", "--store", str(fresh),
+                  "--collection", "major_tom")
+    assert box.endswith("came from embedding files, without their rasters: a box cannot be read from them; query "
+                        "by --tile")
+
+
+def test_bad_files_are_refused_in_one_line_and_the_archive_keeps_what_it_had(exported, tmp_path):
+    store, out = exported
+    with open_backend(str(store)) as backend:
+        before = Archive.open(backend, "tiles").tile_count()
+    vectors = np.stack(gpd.read_parquet(out)["embedding"].to_numpy())
+    small = np.random.default_rng(0).normal(size=(len(vectors), 16))
+    path = tmp_path / "small.parquet"
+    major_tom_like(out, path, small / np.linalg.norm(small, axis=1, keepdims=True), model_id="some-model")
+    assert refused("import", str(path), "--store", str(store)).startswith(
+        f"Error: {path}: 16-d embeddings, but collection 'tiles' in {store} holds 512-d vectors of model ")
+    text = tmp_path / "text.parquet"
+    text.write_text("not parquet")
+    assert refused("import", str(text), "--store", str(store)).startswith(f"Error: {text}: not a Parquet file (")
+    with open_backend(str(store)) as backend:
+        assert Archive.open(backend, "tiles").tile_count() == before
+
+    cases = {
+        "scaled": (vectors * 2, "77 of 77 embeddings are not unit-length (norms 2 to 2); geosearch searches unit "
+                                "vectors by cosine: normalise them first"),
+        "ragged": ([v[: 511 if i == 3 else 512] for i, v in enumerate(vectors)],
+                   "embedding holds 511 to 512 values per tile; every tile needs the same dimension"),
+        "int8": (list((vectors * 127).astype(np.int8)),
+                 "embedding holds int8 values; geosearch imports float vectors: dequantize them first"),
+        "nan": (np.where(np.arange(512) == 7, np.nan, vectors), "77 embeddings hold NaN or infinite values"),
+    }
+    for name, (given, message) in cases.items():
+        path = tmp_path / f"{name}.parquet"
+        major_tom_like(out, path, given)
+        with pytest.raises(GeosearchError) as error:
+            read_embeddings(path, "some-model")
+        assert str(error.value) == f"{path}: {message}"
+    plain = tmp_path / "plain.parquet"
+    pq.write_table(pa.table({"id": ["a"], "embedding": [[1.0, 0.0]]}), plain)
+    no_ids = tmp_path / "no_ids.parquet"
+    gpd.read_parquet(out).drop(columns="tile_id").to_parquet(no_ids)
+    twice = tmp_path / "twice.parquet"
+    frame = gpd.read_parquet(out)
+    pd.concat([frame, frame.iloc[:2]]).to_parquet(twice)
+    for path, message in ((plain, "not GeoParquet (no 'geo' metadata), so its tiles have no footprints"),
+                          (no_ids, "no id column (looked for tile_id, id, unique_id)"),
+                          (twice, "2 tile_id values appear more than once"),
+                          (out, f"its embeddings are of model {frame['model_id'].iloc[0]}, not some-model")):
+        with pytest.raises(GeosearchError) as error:
+            read_embeddings(path, "some-model")
+        assert str(error.value) == f"{path}: {message}"
