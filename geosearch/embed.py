@@ -29,20 +29,23 @@ class PlannedScene:
     summary: dict
 
 
-def plan_scene(path: str, tiling: TilingOptions, profiles: ProfileStretches | None = None) -> PlannedScene:
+def plan_scene(path: str, tiling: TilingOptions, profiles: ProfileStretches | None = None,
+               described: dict | None = None) -> PlannedScene:
+    """`described`: what a STAC item says of the scene, over what its file says (its acquisition date)."""
     with tiling.open(path, profiles=profiles) as scene:
-        return PlannedScene(path, plan_grid(scene, tiling), scene.stretch, scene.summary())
+        return PlannedScene(path, plan_grid(scene, tiling), scene.stretch, scene.summary() | (described or {}))
 
 
-def plan_scenes(paths: list[str], tiling: TilingOptions,
-                profiles: ProfileStretches | None = None) -> tuple[list[PlannedScene], list[SceneError]]:
-    """Plan each scene, its stretch from `profiles` (default: the run's own, TilingOptions.profile_stretches);
-    one that cannot be opened is returned as a failure and the others go on."""
+def plan_scenes(paths: list[str], tiling: TilingOptions, profiles: ProfileStretches | None = None,
+                described: dict[str, dict] | None = None) -> tuple[list[PlannedScene], list[SceneError]]:
+    """Plan each scene, its stretch from `profiles` (default: the run's own, TilingOptions.profile_stretches), with
+    what STAC says of it (`described`, by path); one that cannot be opened is returned as a failure and the others
+    go on."""
     profiles = tiling.profile_stretches() if profiles is None else profiles
     planned, failures = [], []
     for path in paths:
         try:
-            planned.append(plan_scene(path, tiling, profiles))
+            planned.append(plan_scene(path, tiling, profiles, (described or {}).get(path)))
         except SceneError as error:
             failures.append(error)
     if profiles and profiles.chosen and planned and all(p.summary["profile"] != profiles.chosen for p in planned):

@@ -31,6 +31,7 @@ from geosearch.errors import GeosearchError, SceneError, StoreServed
 from geosearch.export import check_output_path, scenes_frame, write_features
 from geosearch.grid import GridMode
 from geosearch.index import archive_grid, archive_stretches, index_scenes
+from geosearch.stac import Sources
 from geosearch.store import open_backend
 from geosearch.store.archive import Archive
 from geosearch.store.backend import HNSW_MIN_TILES
@@ -47,11 +48,12 @@ from geosearch.tiling import TilingOptions
 @click.option("--force", is_flag=True, help="Index again scenes that are complete already.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no summary.")
-def index(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str, runtime: str, batch_size: int,
-          workers: int | None, compile_model: bool, store: str | None, qdrant_url: str | None, api_key: str | None,
-          collection: str, acquired: str, force: bool, as_json: bool, quiet: bool, **kwargs) -> None:
+def index(scenes: tuple[str, ...], recursive: bool, assets: tuple[str, ...] | None, model_spec: str, device: str,
+          runtime: str, batch_size: int, workers: int | None, compile_model: bool, store: str | None,
+          qdrant_url: str | None, api_key: str | None, collection: str, acquired: str, force: bool, as_json: bool,
+          quiet: bool, **kwargs) -> None:
     """Tile, embed and store SCENES in the archive; scenes complete already are left as they are."""
-    paths = scene_paths(scenes, recursive)
+    sources = scene_paths(scenes, recursive, assets)
     given = None if acquired == "auto" else parse_date(acquired)
     checkpoint = open_model(model_spec)
     torch_device = resolve_device(device)
@@ -59,13 +61,13 @@ def index(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str
     try:
         with open_archive(store, qdrant_url, api_key, collection, checkpoint.model_id, checkpoint.config.dim,
                           grid or GridMode.ALIGNED) as archive:
-            summary, failures = index_into(archive, paths, tiling_from(kwargs), checkpoint, torch_device,
+            summary, failures = index_into(archive, sources, tiling_from(kwargs), checkpoint, torch_device,
                                            show=not (quiet or as_json), grid=grid,
                                            stretch_from=kwargs["stretch_from"], acquired=given,
                                            auto_acquired=acquired == "auto", force=force, batch_size=batch_size,
                                            workers=workers, compile=compile_model, runtime=runtime)
     except StoreServed as served:
-        summary, failures = index_through(served, collection, paths, checkpoint, force, not (quiet or as_json))
+        summary, failures = index_through(served, collection, sources, checkpoint, force, not (quiet or as_json))
     if as_json:
         click.echo(json.dumps(summary | {"errors": [{"path": f.path, "error": f.problem} for f in failures]}, indent=2))
     elif not quiet:
@@ -81,7 +83,7 @@ def index(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str
         raise click.exceptions.Exit(1)
 
 
-def index_into(archive: Archive, paths: list[str], options: TilingOptions, checkpoint: Checkpoint,
+def index_into(archive: Archive, sources: Sources, options: TilingOptions, checkpoint: Checkpoint,
                device: torch.device, show: bool, grid: GridMode | None = None, stretch_from: tuple[str, ...] = (),
                **index_options) -> tuple[dict, list[SceneError]]:
     """Plan, embed and store the scenes on the archive's grid (`grid`: the one asked for, if any) with its
@@ -93,7 +95,7 @@ def index_into(archive: Archive, paths: list[str], options: TilingOptions, check
                    f"store {archive.backend.location} ({archive.collection})")
     options = archive_grid(archive, options, grid)
     profiles = archive_stretches(archive, options, stretch_from)
-    planned, failures = plan_all(paths, options, profiles)
+    planned, failures = plan_all(sources, options, profiles)
     with Progress(*PROGRESS_COLUMNS, console=stderr, disable=not show, transient=True) as progress:
         task = progress.add_task("tiles", total=sum(len(p.grid) for p in planned))
         report = index_scenes(archive, checkpoint, planned, options, device, profiles=profiles,
@@ -117,10 +119,15 @@ def index_into(archive: Archive, paths: list[str], options: TilingOptions, check
     return summary, failures + report.failed
 
 
-def index_through(served: StoreServed, collection: str, paths: list[str], checkpoint: Checkpoint, force: bool,
+def index_through(served: StoreServed, collection: str, sources: Sources, checkpoint: Checkpoint, force: bool,
                   show: bool) -> tuple[dict, list[SceneError]]:
     """index_into's work done by the `geosearch serve` that holds the store, as one of its index jobs: with the
-    archive's tiling and stretches, and the server's model, which must be the one asked for."""
+    archive's tiling and stretches, and the server's model, which must be the one asked for. Its API takes raster
+    files, not STAC."""
+    if sources.described or sources.failures:
+        raise GeosearchError(f"{served.url}: the geosearch serve holding the store indexes raster files, not STAC "
+                             "catalogs: give it the files, or stop the server")
+    paths = sources.paths
     client = through_server(served, collection, {"scenes", "recursive", "model_spec", "device", "runtime",
                                                  "batch_size", "workers", "compile_model", "force", "as_json",
                                                  "quiet"})

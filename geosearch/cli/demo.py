@@ -16,6 +16,7 @@ from geosearch.encoder.runtime import load_encoder
 from geosearch.errors import GeosearchError, ModelMismatch
 from geosearch.query import Box, covering_scenes, scene_query
 from geosearch.search import Filters
+from geosearch.stac import Sources
 from geosearch.tiling import TilingOptions
 
 # Farmland cut by a wooded stream in the Landsat 8 scene of path 224, row 77 (Paraná, Brazil; lon/lat).
@@ -41,8 +42,8 @@ def demo(out_dir: str, k: int) -> None:
             raise GeosearchError(f"{directory / 'store'} holds vectors of model {error.stored_model_id}, not of "
                                  f"the default {checkpoint.model_id}: remove {directory} or pass another --out-dir"
                                  ) from None
-        summary, failures = index_into(archive, [str(p) for p in shipped_scenes()], TilingOptions(), checkpoint,
-                                       device, show=True)
+        summary, failures = index_into(archive, Sources([str(p) for p in shipped_scenes()]), TilingOptions(),
+                                       checkpoint, device, show=True)
         if failures:
             raise GeosearchError(f"{len(failures)} shipped scene(s) could not be indexed; is the installation whole?")
         click.echo(f"{summary['tiles_in_store']} tiles from {len(shipped_scenes())} scenes in {directory / 'store'}")

@@ -34,20 +34,21 @@ def _track(results: Iterator, progress: Progress, task: TaskID) -> Iterator:
               help="GeoParquet embedding file: one row per kept tile, its footprint, window and vector.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no summary.")
-def embed(scenes: tuple[str, ...], recursive: bool, model_spec: str, device: str, runtime: str, batch_size: int,
-          workers: int | None, compile_model: bool, out: str, as_json: bool, quiet: bool, **kwargs) -> None:
+def embed(scenes: tuple[str, ...], recursive: bool, assets: tuple[str, ...] | None, model_spec: str, device: str,
+          runtime: str, batch_size: int, workers: int | None, compile_model: bool, out: str, as_json: bool,
+          quiet: bool, **kwargs) -> None:
     """Embed the tiles of SCENES and write their vectors with footprints to a GeoParquet file."""
     out_path = check_output_path(out)
     if out_path.suffix.lower() != ".parquet":
         raise GeosearchError(f"{out_path}: embeddings are written as GeoParquet; use a .parquet file")
-    paths = scene_paths(scenes, recursive)
+    sources = scene_paths(scenes, recursive, assets)
     checkpoint = open_model(model_spec)
     torch_device = resolve_device(device)
     options = tiling_from(kwargs)
     if not (quiet or as_json):
         click.echo(f"model {checkpoint.model_id} ({checkpoint.config.dim}-d) on {describe_device(torch_device)}")
     start = time.perf_counter()
-    planned, failures = plan_all(paths, options, options.profile_stretches(stretch_from=kwargs["stretch_from"]))
+    planned, failures = plan_all(sources, options, options.profile_stretches(stretch_from=kwargs["stretch_from"]))
     encoder = load_encoder(checkpoint, torch_device, runtime, compile_model)
     results = embed_scenes(encoder, planned, options, torch_device, batch_size, workers, compile_model)
     with Progress(*PROGRESS_COLUMNS, console=stderr, disable=quiet or as_json, transient=True) as progress:

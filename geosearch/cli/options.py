@@ -13,8 +13,8 @@ from geosearch.encoder.device import DEVICES
 from geosearch.encoder.runtime import RUNTIMES
 from geosearch.errors import GeosearchError, ModelMismatch, SceneError, StoreServed
 from geosearch.grid import EdgeMode, GridMode
-from geosearch.scene import find_scenes
 from geosearch.service.client import ServiceClient
+from geosearch.stac import Sources, find_sources
 from geosearch.store import check_collection, open_backend
 from geosearch.store.archive import Archive
 from geosearch.stretch import ProfileStretches, StretchMode, parse_stretch
@@ -36,18 +36,26 @@ def _parsed_by(parse: Callable[[str], object]) -> Callable:
 
 
 def scene_arguments(command: Callable) -> Callable:
-    """SCENES... (files, or directories of rasters) and --recursive; expand them with scene_paths()."""
+    """SCENES... (files, directories of rasters, STAC catalogs, collections or items), --recursive and --assets;
+    expand them with scene_paths()."""
+    command = click.option("--assets", callback=_parsed_by(parse_names), metavar="NAME[,NAME]",
+                           help="STAC: the asset of each item to read, the first of these it has. [default: the "
+                                "item's raster of role visual, else data, else its only raster]")(command)
     command = click.option("-r", "--recursive", is_flag=True,
                            help="Look for rasters in subdirectories of directory arguments.")(command)
     return click.argument("scenes", nargs=-1, required=True)(command)
 
 
-def scene_paths(scenes: tuple[str, ...], recursive: bool) -> list[str]:
-    """The rasters SCENES name; an error when they name none."""
-    paths = find_scenes(list(scenes), recursive)
-    if not paths:
+def parse_names(value: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
+def scene_paths(scenes: tuple[str, ...], recursive: bool, assets: tuple[str, ...] | None = None) -> Sources:
+    """The rasters SCENES name, with what STAC says of them; an error when they name none."""
+    sources = find_sources(scenes, recursive, assets or ())
+    if not sources.paths and not sources.failures:
         raise GeosearchError(f"no rasters found in {', '.join(scenes)}")
-    return paths
+    return sources
 
 
 def tiling_options(command: Callable) -> Callable:
@@ -175,10 +183,11 @@ def through_server(served: StoreServed, collection: str, takes: Iterable[str]) -
     return client
 
 
-def plan_all(paths: list[str], options: TilingOptions,
+def plan_all(sources: Sources, options: TilingOptions,
              profiles: ProfileStretches | None = None) -> tuple[list[PlannedScene], list[SceneError]]:
-    """plan_scenes, saying on stderr which scenes failed and which have only assumed band roles."""
-    planned, failures = plan_scenes(paths, options, profiles)
+    """plan_scenes, saying on stderr which scenes (or STAC items) failed and which have only assumed band roles."""
+    planned, failures = plan_scenes(sources.paths, options, profiles, sources.described)
+    failures = sources.failures + failures
     for error in failures:
         print_error(error)
     for scene in planned:

@@ -14,6 +14,7 @@ from geosearch.cli.main import PROGRESS_COLUMNS, cli, print_error, stderr
 from geosearch.cli.options import scene_arguments, scene_paths, tiling_from, tiling_options
 from geosearch.errors import SceneError
 from geosearch.export import check_output_path, write_features
+from geosearch.stac import Sources
 from geosearch.tiling import Survey, TilingOptions, survey
 
 
@@ -21,18 +22,19 @@ def _advance(progress: Progress, task: TaskID, done: int, total: int) -> None:
     progress.update(task, completed=done, total=total)
 
 
-def _survey_all(paths: list[str], options: TilingOptions, stretch_from: tuple[str, ...],
+def _survey_all(sources: Sources, options: TilingOptions, stretch_from: tuple[str, ...],
                 quiet: bool) -> tuple[list[Survey], list[SceneError]]:
-    """Survey each scene with a progress bar, one stretch per profile as the options say; a bad scene is reported
-    and the rest go on."""
+    """Survey each scene with a progress bar, one stretch per profile as the options say, with what STAC says of
+    it; a bad scene is reported and the rest go on."""
     surveys, failures = [], []
     profiles = options.profile_stretches(stretch_from=stretch_from)
     with Progress(*PROGRESS_COLUMNS, console=stderr, disable=quiet, transient=True) as progress:
-        scenes = progress.add_task("scenes", total=len(paths))
-        for path in paths:
+        scenes = progress.add_task("scenes", total=len(sources.paths))
+        for path in sources.paths:
             tiles = progress.add_task(Path(path).name, total=None)
             try:
                 surveys.append(survey(path, options, partial(_advance, progress, tiles), profiles))
+                surveys[-1].scene.update(sources.described.get(path, {}))
             except SceneError as error:
                 failures.append(error)
                 print_error(error)
@@ -68,10 +70,13 @@ def _report(surveys: list[Survey], failures: list[SceneError], seconds: float, o
         click.echo(f"wrote {out}")
 
 
-def _tile(paths: list[str], options: TilingOptions, stretch_from: tuple[str, ...], out: Path | None,
+def _tile(sources: Sources, options: TilingOptions, stretch_from: tuple[str, ...], out: Path | None,
           include_skipped: bool, as_json: bool, quiet: bool) -> None:
     start = time.perf_counter()
-    surveys, failures = _survey_all(paths, options, stretch_from, quiet or as_json)
+    for error in sources.failures:
+        print_error(error)
+    surveys, failures = _survey_all(sources, options, stretch_from, quiet or as_json)
+    failures = sources.failures + failures
     if out and surveys:
         frame = pd.concat([s.to_frame(include_skipped) for s in surveys], ignore_index=True)
         write_features(gpd.GeoDataFrame(frame, geometry="geometry", crs=4326), out)
@@ -87,9 +92,9 @@ def _tile(paths: list[str], options: TilingOptions, stretch_from: tuple[str, ...
 @click.option("--include-skipped", is_flag=True, help="Also write skipped tiles, with kept=false.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no summary.")
-def tile(scenes: tuple[str, ...], recursive: bool, out: str | None, include_skipped: bool, as_json: bool,
-         quiet: bool, **kwargs) -> None:
-    """Cut SCENES (files, or directories of rasters) into tiles and report the grid with footprints."""
+def tile(scenes: tuple[str, ...], recursive: bool, assets: tuple[str, ...] | None, out: str | None,
+         include_skipped: bool, as_json: bool, quiet: bool, **kwargs) -> None:
+    """Cut SCENES (files, directories of rasters, STAC files) into tiles and report the grid with footprints."""
     out_path = check_output_path(out) if out else None
-    paths = scene_paths(scenes, recursive)
-    _tile(paths, tiling_from(kwargs), kwargs["stretch_from"], out_path, include_skipped, as_json, quiet)
+    sources = scene_paths(scenes, recursive, assets)
+    _tile(sources, tiling_from(kwargs), kwargs["stretch_from"], out_path, include_skipped, as_json, quiet)

@@ -1,0 +1,91 @@
+"""STAC as a user keeps an archive: a catalog of a collection of items over the shipped scenes, written with pystac,
+indexed by `geosearch index catalog.json`; the items' dates and ids recorded; the items that give no readable raster
+(remote, missing, ambiguous) said in one line each while the others are indexed."""
+
+import json
+import shutil
+from datetime import UTC, datetime
+
+import pystac
+import pytest
+
+from conftest import run_geosearch
+from geosearch.data import LANDSAT8_224077, LANDSAT8_224078
+
+WHEN = datetime(2020, 5, 19, 13, 42, tzinfo=UTC)  # not the files' own date (2020-05-18, from their names)
+EXTENT = pystac.Extent(pystac.SpatialExtent([[-180, -90, 180, 90]]), pystac.TemporalExtent([[WHEN, None]]))
+
+
+def item(item_id: str, **assets: pystac.Asset) -> pystac.Item:
+    made = pystac.Item(item_id, geometry=None, bbox=None, datetime=WHEN, properties={})
+    for name, asset in assets.items():
+        made.add_asset(name, asset)
+    return made
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    """catalog.json → collection landsat → items: one whose asset is a relative href to a file beside the item,
+    one an absolute href to the shipped file, one remote, one that is missing, one with only a thumbnail."""
+    root = tmp_path / "stac"
+    catalog = pystac.Catalog("archive", "the shipped Landsat 8 crops")
+    collection = pystac.Collection("landsat", "Landsat 8 crops", EXTENT)
+    catalog.add_child(collection)
+    beside = item("lc08-224077", visual=pystac.Asset(f"./{LANDSAT8_224077.name}", media_type=pystac.MediaType.COG,
+                                                     roles=["visual"]))
+    absolute = item("lc08-224078", thumbnail=pystac.Asset(str(tmp_path / "t.png"), media_type=pystac.MediaType.PNG,
+                                                          roles=["thumbnail"]),
+                    data=pystac.Asset(str(LANDSAT8_224078), media_type=pystac.MediaType.GEOTIFF, roles=["data"]))
+    remote = item("remote", visual=pystac.Asset("https://example.com/scene.tif", media_type=pystac.MediaType.COG,
+                                                roles=["visual"]))
+    missing = item("missing", visual=pystac.Asset("./gone.tif", media_type=pystac.MediaType.COG, roles=["visual"]))
+    pictures = item("pictures", thumbnail=pystac.Asset("./t.png", media_type=pystac.MediaType.PNG))
+    for made in (beside, absolute, remote, missing, pictures):
+        collection.add_item(made)
+    catalog.normalize_hrefs(str(root))
+    catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    shutil.copy(LANDSAT8_224077, root / "landsat" / "lc08-224077" / LANDSAT8_224077.name)
+    return root
+
+
+def test_a_catalog_is_indexed_item_by_item(catalog, tmp_path):
+    store = tmp_path / "store"
+    result = run_geosearch("index", str(catalog / "catalog.json"), "--store", str(store))
+    assert result.returncode == 1  # some items failed
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    items = catalog / "landsat"
+    assert sorted(errors) == sorted([
+        f"error: {items / 'missing' / 'missing.json'}: STAC item missing: asset visual "
+        f"({items / 'missing' / 'gone.tif'}) does not exist",
+        f"error: {items / 'pictures' / 'pictures.json'}: STAC item pictures: which asset is the scene? It has "
+        "thumbnail; give --assets NAME",
+        f"error: {items / 'remote' / 'remote.json'}: STAC item remote: asset visual is remote "
+        "(https://example.com/scene.tif); geosearch reads local files, so it is not reachable",
+    ])
+    assert "2 scene(s) indexed, 0 unchanged, 3 failed" in result.stdout
+    records = json.loads(run_geosearch("scenes", "--store", str(store), "--json").stdout)
+    assert sorted(r["stac"]["item"] for r in records) == ["lc08-224077", "lc08-224078"]
+    assert {r["acquired"] for r in records} == {WHEN.isoformat()}  # the item's date, not the file's
+    assert {r["stac"]["collection"] for r in records} == {"landsat"}
+    assert {r["stac"]["asset"] for r in records} == {"visual", "data"}
+    by_item = {r["stac"]["item"]: r["path"] for r in records}
+    assert by_item == {"lc08-224077": str(items / "lc08-224077" / LANDSAT8_224077.name),
+                       "lc08-224078": str(LANDSAT8_224078)}
+    found = run_geosearch("search", "--bbox", "-54.8315", "-25.2208", "-54.7783", "-25.1723", "--store", str(store),
+                          "--after", "2020-05-19", "--json")
+    assert found.returncode == 0 and json.loads(found.stdout)["features"], found.stderr
+
+
+def test_an_item_alone_and_a_named_asset(catalog, tmp_path):
+    item_file = catalog / "landsat" / "lc08-224078" / "lc08-224078.json"
+    result = run_geosearch("tile", str(item_file), "--assets", "nope,data", "--json")
+    assert result.returncode == 0, result.stderr
+    (scene,) = json.loads(result.stdout)["scenes"]
+    assert scene["path"] == str(LANDSAT8_224078) and scene["stac"]["item"] == "lc08-224078"
+    named = run_geosearch("tile", str(item_file), "--assets", "visual")
+    assert named.returncode == 1 and named.stderr.strip() == (
+        f"error: {item_file}: STAC item lc08-224078 has no asset visual (it has thumbnail, data)")
+    not_stac = tmp_path / "other.json"
+    not_stac.write_text('{"type": "FeatureCollection", "features": []}')
+    result = run_geosearch("tile", str(not_stac))
+    assert result.returncode == 1 and result.stderr.startswith(f"error: {not_stac}: not a STAC catalog, collection or")
