@@ -313,23 +313,33 @@ def _example(archive: Archive, encoder: Callable[[], tuple[Embedder, torch.devic
     return scene_query(box, records, model, torch_device)
 
 
+@dataclass(frozen=True)
+class ExampleNames:
+    """How the user names a query and the positives, for build_query's errors: the command line's options (the
+    default) or a request's fields."""
+
+    query: str = "a query (--bbox, --tile or --image)"
+    positives: str = "a --positive"
+
+
 def build_query(archive: Archive, *, bbox: tuple | None = None, crs: str = "EPSG:4326", tile: str | None = None,
                 image: str | None = None, query_scene: str | None = None, raster: str | None = None,
                 positives: Sequence[dict] = (), negatives: Sequence[dict] = (),
-                encoder: Callable[[], tuple[Embedder, torch.device]] | None = None) -> Query:
+                encoder: Callable[[], tuple[Embedder, torch.device]] | None = None,
+                names: ExampleNames = ExampleNames()) -> Query:
     """The query a user describes: exactly one of a box (read from `query_scene`, from `raster`, or from the
     indexed scene covering most of it), a stored tile, or a picture; refined by `positives` and `negatives`, more
     examples each given as this function's keywords (`bbox` with `crs`, `tile` or `image`). Without a query, the
     first positive is the query. `encoder` gives the archive's encoder when a query needs embedding (default: the
-    default model, checked against the archive, on the best device); it is asked once."""
+    default model, checked against the archive, on the best device); it is asked once. Errors call the query and
+    the positives by `names`."""
     if (query_scene or raster) and bbox is None:
         raise GeosearchError("--query-scene and --raster say where a --bbox is read from; they need --bbox")
     if query_scene and raster:
         raise GeosearchError("--query-scene and --raster both say where to read the box: give one")
     given = any(x is not None for x in (bbox, tile, image))
     if negatives and not (given or positives):
-        raise GeosearchError("a negative needs at least one positive: give a query (--bbox, --tile or --image) or "
-                             "a --positive")
+        raise GeosearchError(f"a negative needs at least one positive: give {names.query} or {names.positives}")
     count = given + len(positives) + len(negatives)
     if count > MAX_EXAMPLES:
         raise GeosearchError(f"{count} examples: give at most {MAX_EXAMPLES} in all (the query, positives and "

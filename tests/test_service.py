@@ -97,6 +97,7 @@ def test_health_and_scenes(server):
     health = server.get("/health").json()
     assert health["device"] == "cpu" and health["model_id"].startswith("efficientnet_lite0-")
     assert health["scenes"] == 2 and health["tiles"] == 52 and health["store"]["collection"] == "tiles"
+    assert health["max_examples"] == 32
     scenes = server.get("/scenes").json()
     assert scenes["type"] == "FeatureCollection" and len(scenes["features"]) == 2
 
@@ -152,7 +153,7 @@ def test_thumbnail(server):
     ({"negatives": [{"tile_id": "0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17"}]}, 400,
      "a negative needs at least one positive: give bbox, tile_id or positives"),
     ({"bbox": BOX, "positives": [{"tile_id": "0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17"}] * 20,
-      "negatives": [{"bbox": BOX}] * 12}, 422, "body: Value error, 33 examples: give at most 32 in all"),
+      "negatives": [{"bbox": BOX}] * 12}, 400, "33 examples: give at most 32 in all"),
     ({"bbox": BOX, "negatives": [{"crs": "EPSG:32621"}]}, 400, "negatives.0: give bbox (with crs) or tile_id"),
     ({"positives": [{"bbox": BOX}, {"tile_id": "0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17"}]}, 404, "no tile"),
     ({"positives": [{"bbox": [1, 2]}]}, 422, "body.positives.0.bbox"),

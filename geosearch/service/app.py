@@ -22,7 +22,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -34,7 +34,7 @@ from geosearch.encoder.runtime import load_encoder, runtime_of
 from geosearch.errors import GeosearchError
 from geosearch.export import scenes_frame
 from geosearch.index import archive_grid, archive_stretches, index_scenes
-from geosearch.query import MAX_EXAMPLES, Box, build_query, tile_pixels
+from geosearch.query import MAX_EXAMPLES, Box, ExampleNames, build_query, tile_pixels
 from geosearch.search import Filters, hits_geojson, search
 from geosearch.service.batcher import BatchedEncoder
 from geosearch.store.archive import Archive, point_id
@@ -44,6 +44,7 @@ MAX_BODY_BYTES = 64 * 1024
 # Requests worked on at once. Most of a search is Python, which runs one thread at a time: at 64 clients on 2
 # cores, FastAPI's default of 40 threads spent more CPU per search than 4 (BENCHMARKS.md).
 THREADS = 2 * len(os.sched_getaffinity(0))
+REQUEST_NAMES = ExampleNames(query="bbox, tile_id", positives="positives")  # build_query's errors, in its words
 THUMBNAILS = 1024  # PNGs kept in memory (a few KB each): the plugin asks again for the rows it shows again
 
 
@@ -96,14 +97,6 @@ class SearchRequest(Example):
     min_score: Annotated[float, Field(ge=-1, le=1)] | None = None
     include_self: bool = False
     dedup: bool = True
-
-    @model_validator(mode="after")
-    def few_examples(self) -> "SearchRequest":
-        count = self.given() + len(self.positives) + len(self.negatives)
-        if count > MAX_EXAMPLES:
-            raise ValueError(f"{count} examples: give at most {MAX_EXAMPLES} in all (the query, positives and "
-                             "negatives)")
-        return self
 
 
 class IndexRequest(BaseModel):
@@ -320,14 +313,13 @@ def create_app(service: Service, threads: int = THREADS) -> ASGIApp:
                 "device": service.device.type, "device_name": describe_device(service.device),
                 "runtime": service.runtime_name,
                 "store": {"location": archive.backend.location, "collection": archive.collection},
-                "scenes": len(archive.scenes()), "tiles": archive.tile_count()}
+                "scenes": len(archive.scenes()), "tiles": archive.tile_count(), "max_examples": MAX_EXAMPLES}
 
     @app.post("/search")
     def search_endpoint(request: SearchRequest) -> JSONResponse:
         archive = service.archive
-        if request.negatives and not (request.given() or request.positives):
-            raise GeosearchError("a negative needs at least one positive: give bbox, tile_id or positives")
-        first = request.keywords() if request.given() or not request.positives else {}
+        # The query, unless the examples stand in for it (then build_query says what a negative needs).
+        first = request.keywords() if request.given() or not (request.positives or request.negatives) else {}
         positives = [e.keywords(f"positives.{i}") for i, e in enumerate(request.positives)]
         negatives = [e.keywords(f"negatives.{i}") for i, e in enumerate(request.negatives)]
         within = Box.parse(tuple(request.within)) if request.within else None
@@ -335,7 +327,7 @@ def create_app(service: Service, threads: int = THREADS) -> ASGIApp:
                              scenes=request.scenes, after=request.after, before=request.before,
                              min_score=request.min_score, prefix="")
         query = build_query(archive, **first, positives=positives, negatives=negatives,
-                            encoder=lambda: (service.encoder, service.device))
+                            encoder=lambda: (service.encoder, service.device), names=REQUEST_NAMES)
         hits = search(archive, query, request.k, filters, request.include_self, request.dedup)
         return JSONResponse(hits_geojson(hits, query, filters))
 

@@ -16,7 +16,7 @@ from .algorithm import ICON, Provider
 from .client import Client
 from .dock import MatchesDock, SettingsDialog, scene_name
 from .layers import export_layer, matches_layer, query_layer, replace_layer, scenes_layer
-from .settings import MAX_EXAMPLES, Example, Settings, export_folder, remember_export_folder
+from .settings import Example, Settings, export_folder, remember_export_folder
 from .tasks import ServiceTask, Thumbnails
 
 MENU = "&geosearch"
@@ -34,6 +34,7 @@ class GeosearchPlugin:
         self.provider: Optional[Provider] = None
         self.query: Optional[tuple[QgsRectangle, QgsCoordinateReferenceSystem]] = None  # the last box dragged
         self.examples: list[Example] = []  # the matches marked since, in the order marked; not saved with the project
+        self.max_examples: Optional[int] = None  # examples the server takes in one search, the query among them
 
     # QGIS calls these.
     def initProcessing(self) -> None:
@@ -103,15 +104,16 @@ class GeosearchPlugin:
         self._search()
 
     def mark(self, positive: bool) -> None:
-        """Keep the selected match as an example for the next search (marked again, it changes sign). The server
-        takes MAX_EXAMPLES examples, the query among them."""
+        """Keep the selected match as an example for the next search (marked again, it changes sign), as many as
+        the server takes with the query (its /health says how many; a server that does not say refuses itself)."""
         match = self.dock.selected_match()
         if match is None:
             self.dock.message.setText("select a match in the table first")
             return
         others = [example for example in self.examples if example.tile_id != match["tile_id"]]
-        if len(others) >= MAX_EXAMPLES - 1:
-            self.dock.message.setText(f"at most {MAX_EXAMPLES - 1} marks: the server takes {MAX_EXAMPLES} examples, "
+        limit = self.max_examples
+        if limit is not None and len(others) >= limit - 1:
+            self.dock.message.setText(f"at most {limit - 1} marks: the server takes {limit} examples, "
                                       "the query among them; remove one first")
             return
         label = f"rank {match['rank']}, {scene_name(match)}"
@@ -213,6 +215,7 @@ class GeosearchPlugin:
         """The server's line of the dock: its model and device, or why it cannot be reached (there only)."""
         if self._finish(task, report=False):
             health = task.value
+            self.max_examples = health.get("max_examples")
             self.dock.server.setText(f"{self.settings.url}: model {health['model_id']} on {health['device_name']}; "
                                      f"{health['scenes']} scene(s), {health['tiles']} tiles")
         elif task.error != "cancelled":

@@ -19,7 +19,6 @@ from qgis.core import (
 from .client import Client
 
 PREFIX = "geosearch/"
-MAX_EXAMPLES = 32  # the server's limit on one search's examples, the query among them
 PLAIN_TOKEN = PREFIX + "token"  # where versions before the authentication database kept the token, in plain text
 # QGIS 3.22 has no authentication method for a bare token; `geosearch serve` takes Basic auth's password as one.
 AUTH_METHOD, AUTH_NAME, AUTH_USER = "Basic", "geosearch serve", "geosearch"
