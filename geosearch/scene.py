@@ -26,6 +26,7 @@ from rasterio.windows import Window
 from geosearch.acquired import acquired_of
 from geosearch.bands import resolve_bands
 from geosearch.errors import GeosearchError, SceneError, with_cause
+from geosearch.products import is_product, open_product
 from geosearch.stretch import DEFAULT_PERCENTILES, ProfileStretches, Stretch
 
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt", ".jp2", ".img", ".nc", ".hdf", ".h5", ".ntf", ".dt2", ".ecw"})
@@ -46,7 +47,7 @@ def find_scenes(paths: list[str], recursive: bool = False) -> list[str]:
     """Expand directories into the rasters they hold (by suffix); other paths pass through for GDAL to judge."""
     found: list[str] = []
     for path in paths:
-        if not os.path.isdir(path):
+        if not os.path.isdir(path) or is_product(path):  # a per-band product's folder is one scene
             found.append(path)
             continue
         candidates = Path(path).rglob("*") if recursive else Path(path).iterdir()
@@ -326,7 +327,7 @@ def open_scene(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                dataset = stack.enter_context(rasterio.open(path))
+                dataset = stack.enter_context(rasterio.open(open_product(path) if is_product(path) else path))
         except RasterioError as error:
             raise SceneError(path, f"cannot be opened as a raster: {with_cause(error)}") from None
         _check_georeferenced(path, dataset)

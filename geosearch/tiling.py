@@ -33,7 +33,7 @@ class TilingOptions:
     stride: int | None = None  # default: tile_size, no overlap
     edge: EdgeMode = EdgeMode.SHIFT
     gsd: float | None = None  # metres; None keeps the native resolution
-    bands: tuple[int, ...] | None = None  # 1-based; None picks RGB (bands.default_bands)
+    bands: tuple[int, ...] | tuple[str, ...] | None = None  # 1-based, or common names; None: bands.default_bands
     nodata: float | None = None  # overrides the file's nodata value
     min_valid: float = DEFAULT_MIN_VALID
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES

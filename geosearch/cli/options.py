@@ -71,9 +71,10 @@ def tiling_options(command: Callable) -> Callable:
                      help="Edge tiles: shift inward to end on the edge, pad with nodata, or drop."),
         click.option("--gsd", type=click.FloatRange(min=0, min_open=True), envvar="GEOSEARCH_GSD",
                      help="Resample to this ground sampling distance in metres. [default: native]"),
-        click.option("--bands", callback=_parsed_by(parse_bands), metavar="B[,G,B]",
-                     help="1-based bands to show as red,green,blue, or one band as grey. [default: RGB by colour "
-                          "interpretation or band description, else 1,2,3]"),
+        click.option("--bands", callback=_parsed_by(parse_bands), metavar="B[,G,B]|PRESET",
+                     help="1-based bands to show as red,green,blue, or one band as grey; or true-color, false-color "
+                          "or swir, by band names. [default: RGB by colour interpretation or band description, else "
+                          "1,2,3]"),
         click.option("--nodata", type=float, help="Treat this value as nodata (overrides the file's)."),
         click.option("--min-valid", type=click.FloatRange(0, 1), default=DEFAULT_MIN_VALID, show_default=True,
                      envvar="GEOSEARCH_MIN_VALID", help="Skip tiles with a smaller fraction of valid pixels."),

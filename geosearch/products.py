@@ -1,0 +1,181 @@
+"""Per-band products as one scene: a Landsat Collection 2 product (a GeoTIFF per band and its MTL file) or a
+Sentinel-2 product (a folder of per-band GeoTIFF, COG or JP2 files, a SAFE folder among them). They are read
+through a GDAL VRT that stacks the bands on the finest band's grid: rasterio reads it window by window like any
+raster, coarser bands resampled as they are read, and no stacked copy is written. The VRT carries what the
+metadata say: each band's name and common name (`B4_red`, so that red, green and blue are found by name), its
+scale and offset to reflectance, the sensor and the acquisition time."""
+
+import re
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import rasterio
+from rasterio.errors import RasterioError
+
+from geosearch.errors import SceneError
+
+# Band numbers to common names (the STAC eo extension's), by mission.
+LANDSAT_OLI = {1: "coastal", 2: "blue", 3: "green", 4: "red", 5: "nir", 6: "swir16", 7: "swir22"}  # Landsat 8, 9
+LANDSAT_TM = {1: "blue", 2: "green", 3: "red", 4: "nir", 5: "swir16", 7: "swir22"}  # Landsat 4, 5, 7
+SENTINEL2 = {"B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge", "B06": "rededge",
+             "B07": "rededge", "B08": "nir", "B8A": "nir08", "B09": "nir09", "B10": "cirrus", "B11": "swir16",
+             "B12": "swir22"}
+_S2_FILE = re.compile(r"(?:^|_)(B(?:0[1-9]|1[0-2]|8A))(?:_\d+m)?\.(?:tif|tiff|jp2)$", re.IGNORECASE)
+_MTL_LINE = re.compile(r'^\s*([A-Z0-9_]+)\s*=\s*"?([^"]*)"?\s*$')
+
+
+@dataclass
+class Band:
+    name: str  # as the product names it: B4, B02
+    common: str  # red, nir, swir16…
+    path: Path
+    scale: float | None = None  # to reflectance
+    offset: float | None = None
+
+
+@dataclass
+class Product:
+    path: str  # what the user gave: the folder, or its MTL
+    bands: list[Band]
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def is_product(path: str) -> bool:
+    """Whether `path` is a per-band product (cheap: by names only, nothing opened)."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate.name.upper().endswith("_MTL.TXT")
+    if not candidate.is_dir():
+        return False
+    return bool(_mtl_files(candidate)) or any(_S2_FILE.search(p.name) for p in _band_files(candidate))
+
+
+def open_product(path: str) -> str:
+    """The product's VRT (XML text, which rasterio opens as a raster); a SceneError naming what is wrong."""
+    return vrt_of(read_product(path))
+
+
+def read_product(path: str) -> Product:
+    candidate = Path(path)
+    mtl = [candidate] if candidate.is_file() else _mtl_files(candidate)
+    if len(mtl) > 1:
+        raise SceneError(path, f"holds {len(mtl)} MTL files: give the one of the product to read")
+    return _landsat(path, mtl[0]) if mtl else _sentinel2(path, candidate)
+
+
+def _mtl_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.upper().endswith("_MTL.TXT"))
+
+
+def _band_files(folder: Path) -> list[Path]:
+    """The raster files of a folder, or of a SAFE's granule (GRANULE/*/IMG_DATA, by resolution or not)."""
+    granules = sorted(folder.glob("GRANULE/*/IMG_DATA"))
+    roots = [p for g in granules for p in ([g, *sorted(g.glob("R*m"))])] if granules else [folder]
+    return [p for root in roots for p in sorted(root.iterdir()) if p.is_file()]
+
+
+def _landsat(path: str, mtl: Path) -> Product:
+    values = {}
+    for line in mtl.read_text(errors="replace").splitlines():
+        if match := _MTL_LINE.match(line):
+            values[match[1]] = match[2].strip()
+    spacecraft = values.get("SPACECRAFT_ID", "")
+    names = LANDSAT_OLI if spacecraft in ("LANDSAT_8", "LANDSAT_9") else LANDSAT_TM
+    bands = []
+    for number, common in names.items():
+        given = values.get(f"FILE_NAME_BAND_{number}")
+        if given is None:
+            continue
+        file = mtl.parent / given
+        if not file.is_file():
+            raise SceneError(path, f"its MTL names {given} for band {number}, which is not there")
+        scale, offset = values.get(f"REFLECTANCE_MULT_BAND_{number}"), values.get(f"REFLECTANCE_ADD_BAND_{number}")
+        bands.append(Band(f"B{number}", common, file, float(scale) if scale else None,
+                          float(offset) if offset else None))
+    if not bands:
+        raise SceneError(path, f"its MTL ({mtl.name}) names no band file (FILE_NAME_BAND_N)")
+    tags = {"SPACECRAFT_ID": spacecraft, "SENSOR_ID": values.get("SENSOR_ID", ""),
+            "PROCESSING_LEVEL": values.get("PROCESSING_LEVEL", "")}
+    if "DATE_ACQUIRED" in values:
+        tags["ACQUISITIONDATETIME"] = f"{values['DATE_ACQUIRED']}T{values.get('SCENE_CENTER_TIME', '00:00:00Z')}"
+    return Product(path, bands, {key: value for key, value in tags.items() if value})
+
+
+def _sentinel2(path: str, folder: Path) -> Product:
+    found: dict[str, Path] = {}
+    for file in _band_files(folder):
+        if match := _S2_FILE.search(file.name):
+            name = match[1].upper()
+            found.setdefault(name, file)  # a SAFE lists the finest resolution first (R10m before R20m)
+    metadata = next(iter(sorted(folder.glob("MTD_MSI*.xml"))), None)
+    scale, offsets, tags = _s2_metadata(metadata) if metadata else (None, {}, {"SPACECRAFT_NAME": "Sentinel-2"})
+    bands = [Band(name, SENTINEL2[name], file, scale, offsets.get(name)) for name, file in sorted(found.items())]
+    return Product(path, bands, tags)
+
+
+def _s2_metadata(path: Path) -> tuple[float | None, dict[str, float], dict[str, str]]:
+    """The scale to reflectance (1 / BOA_QUANTIFICATION_VALUE), the offsets by band (BOA_ADD_OFFSET, from baseline
+    04.00), the spacecraft and the start time, from MTD_MSIL2A.xml."""
+    root = ElementTree.parse(path).getroot()
+    texts = {element.tag.split("}")[-1]: (element.text or "").strip() for element in root.iter()}
+    quantification = float(texts["BOA_QUANTIFICATION_VALUE"]) if texts.get("BOA_QUANTIFICATION_VALUE") else None
+    names = {element.get("bandId"): element.get("physicalBand") for element in root.iter()
+             if element.tag.endswith("Spectral_Information") and element.get("physicalBand")}
+    offsets = {}
+    for element in root.iter():
+        if element.tag.endswith("BOA_ADD_OFFSET") and quantification and element.get("band_id") in names:
+            physical = names[element.get("band_id")]  # B1…B12, B8A
+            offsets[physical if len(physical) == 3 else f"B0{physical[1:]}"] = float(element.text) / quantification
+    tags = {"SPACECRAFT_NAME": texts.get("SPACECRAFT_NAME", "Sentinel-2"),
+            "PRODUCT_START_TIME": texts.get("PRODUCT_START_TIME", "")}
+    return (1 / quantification if quantification else None), offsets, {k: v for k, v in tags.items() if v}
+
+
+def vrt_of(product: Product) -> str:
+    """A VRT over the bands on the finest band's grid. Bands must share the CRS and cover the same ground (to a
+    pixel of the coarsest band): a SceneError says which one does not."""
+    grids = []
+    for band in product.bands:
+        try:
+            with rasterio.open(band.path) as dataset:
+                grids.append((dataset.crs, dataset.transform, dataset.width, dataset.height, dataset.dtypes[0],
+                              dataset.nodata))
+        except RasterioError as error:
+            raise SceneError(product.path, f"band {band.name} ({band.path.name}) cannot be opened: {error}") from None
+    finest = min(range(len(grids)), key=lambda i: abs(grids[i][1].a))
+    crs, transform, width, height = grids[finest][:4]
+    right, bottom = transform @ (width, height)
+    for band, (band_crs, band_transform, band_width, band_height, _, _) in zip(product.bands, grids, strict=True):
+        band_right, band_bottom = band_transform @ (band_width, band_height)
+        tolerance = abs(band_transform.a)
+        if band_crs != crs or max(abs(band_transform.c - transform.c), abs(band_transform.f - transform.f),
+                                  abs(band_right - right), abs(band_bottom - bottom)) > tolerance:
+            raise SceneError(product.path, f"band {band.name} ({band.path.name}) is on another grid than band "
+                                           f"{product.bands[finest].name}: bands must share the CRS and the ground")
+    parts = [f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">',
+             f"<SRS>{escape(crs.to_wkt())}</SRS>",
+             f"<GeoTransform>{', '.join(repr(v) for v in transform.to_gdal())}</GeoTransform>",
+             "<Metadata>" + "".join(f'<MDI key="{escape(k)}">{escape(v)}</MDI>' for k, v in product.tags.items())
+             + "</Metadata>"]
+    for number, (band, grid) in enumerate(zip(product.bands, grids, strict=True), start=1):
+        _, _, band_width, band_height, dtype, nodata = grid
+        parts.append(f'<VRTRasterBand dataType="{_GDAL_TYPES[dtype]}" band="{number}">')
+        parts.append(f"<Description>{band.name}_{band.common}</Description>")
+        if nodata is not None:
+            parts.append(f"<NoDataValue>{nodata!r}</NoDataValue>")
+        if band.scale is not None:
+            parts.append(f"<Scale>{band.scale!r}</Scale><Offset>{band.offset or 0.0!r}</Offset>")
+        parts.append(f'<ComplexSource resampling="bilinear"><SourceFilename relativeToVRT="0">'
+                     f"{escape(str(band.path.resolve()))}</SourceFilename><SourceBand>1</SourceBand>"
+                     f'<SrcRect xOff="0" yOff="0" xSize="{band_width}" ySize="{band_height}"/>'
+                     f'<DstRect xOff="0" yOff="0" xSize="{width}" ySize="{height}"/>'
+                     + (f"<NODATA>{nodata!r}</NODATA>" if nodata is not None else "") + "</ComplexSource>")
+        parts.append("</VRTRasterBand>")
+    parts.append("</VRTDataset>")
+    return "".join(parts)
+
+
+_GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
+               "int32": "Int32", "float32": "Float32", "float64": "Float64"}
