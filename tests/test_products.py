@@ -19,16 +19,21 @@ MTL_BANDS = {2: "blue", 3: "green", 4: "red"}  # the crops' bands, in order
 PREFIX = "LC08_L2SP_224077_20200519_20200820_02_T1"
 
 
+JP2 = {"driver": "JP2OpenJPEG", "QUALITY": "100", "REVERSIBLE": "YES"}  # lossless, as Sentinel-2's own JP2
+
+
 def split(scene: Path, folder: Path, names: list[str], coarse: dict[str, int] | None = None) -> None:
-    """Each band of `scene` as its own GeoTIFF `folder/NAME`; bands in `coarse` written `factor` times coarser."""
+    """Each band of `scene` as its own file `folder/NAME` (GeoTIFF, or JPEG 2000 for .jp2); bands in `coarse`
+    written `factor` times coarser."""
     folder.mkdir(parents=True, exist_ok=True)
     with rasterio.open(scene) as source:
         for band, name in enumerate(names, start=1):
             factor = (coarse or {}).get(name, 1)
             shape = (source.height // factor, source.width // factor)
             pixels = source.read(band, out_shape=shape, resampling=Resampling.average)
-            profile = source.profile | {"count": 1, "height": shape[0], "width": shape[1],
-                                        "transform": source.transform @ source.transform.scale(factor)}
+            profile = {"count": 1, "height": shape[0], "width": shape[1], "dtype": pixels.dtype, "crs": source.crs,
+                       "nodata": source.nodata, "transform": source.transform @ source.transform.scale(factor)}
+            profile |= JP2 if name.endswith(".jp2") else {"driver": "GTiff", "tiled": True}
             with rasterio.open(folder / name, "w", **profile) as out:
                 out.write(pixels, 1)
 
@@ -67,15 +72,15 @@ MTD = """\
 
 @pytest.fixture
 def sentinel2(tmp_path) -> Path:
-    """The 224/078 crop as a Sentinel-2-like SAFE: B02, B03, B04 at "10 m" (the crop's pixel) in R10m, a B08 (the
-    crop's blue band again), and a B11 twice as coarse in R20m (its blue band, averaged), with an MTD that scales to
-    reflectance."""
+    """The 224/078 crop as a Sentinel-2-like SAFE: B02, B03, B04 at "10 m" (the crop's pixel) in R10m as GeoTIFF, a
+    B08 (the crop's blue band again), and a B11 twice as coarse in R20m (its blue band, averaged) as JPEG 2000, with an
+    MTD that scales to reflectance."""
     safe = tmp_path / "S2B_MSIL2A_20200518T133239_N0214_R081_T21JXN_20200518T173018.SAFE"
     granule = safe / "GRANULE" / "L2A_T21JXN" / "IMG_DATA"
     split(LANDSAT8_224078, granule / "R10m", [f"T21JXN_20200518T133239_{b}_10m.tif" for b in ("B02", "B03", "B04")])
     split(LANDSAT8_224078, granule / "R10m", [f"T21JXN_20200518T133239_{b}_10m.tif" for b in ("B08",)])
-    split(LANDSAT8_224078, granule / "R20m", ["T21JXN_20200518T133239_B11_20m.tif"], coarse={
-        "T21JXN_20200518T133239_B11_20m.tif": 2})
+    split(LANDSAT8_224078, granule / "R20m", ["T21JXN_20200518T133239_B11_20m.jp2"], coarse={
+        "T21JXN_20200518T133239_B11_20m.jp2": 2})
     ids = {"B1": 0, "B2": 1, "B3": 2, "B4": 3, "B8": 7, "B11": 11}
     (safe / "MTD_MSIL2A.xml").write_text(MTD.format(
         offsets="".join(f'<BOA_ADD_OFFSET band_id="{i}">-1000</BOA_ADD_OFFSET>' for i in ids.values()),
@@ -112,7 +117,7 @@ def test_a_sentinel2_product_at_10_and_20_m(sentinel2):
         swir = dataset.read(5).astype(float)
         blocks = swir[: swir.shape[0] // 2 * 2, : swir.shape[1] // 2 * 2].reshape(
             swir.shape[0] // 2, 2, swir.shape[1] // 2, 2).mean(axis=(1, 3))
-        with rasterio.open(next(sentinel2.glob("GRANULE/*/IMG_DATA/R20m/*_B11_20m.tif"))) as coarse:
+        with rasterio.open(next(sentinel2.glob("GRANULE/*/IMG_DATA/R20m/*_B11_20m.jp2"))) as coarse:
             assert np.corrcoef(blocks.ravel(), coarse.read(1).astype(float).ravel())[0, 1] > 0.98
         assert scene.bands == (3, 2, 1)  # B04_red, B03_green, B02_blue, by name
         assert scene.summary()["acquired"] == "2020-05-18T13:42:21.024000+00:00"
