@@ -1,5 +1,6 @@
-"""Per-band products as one scene: a Landsat Collection 2 product (a GeoTIFF per band and its MTL file) or a
-Sentinel-2 product (a folder of per-band GeoTIFF, COG or JP2 files, a SAFE folder among them). They are read
+"""Per-band products as one scene: a Landsat Collection 2 product (a GeoTIFF per band and its MTL file), a
+Sentinel-2 product (a folder of per-band GeoTIFF, COG or JP2 files, a SAFE folder among them), or the per-band
+assets of a STAC item (`ITEM.json#red,green,blue`, as stac.py names it). They are read
 through a GDAL VRT that stacks the bands on the finest band's grid: rasterio reads it window by window like any
 raster, coarser bands resampled as they are read, and no stacked copy is written. The VRT carries what the
 metadata say: each band's name and common name (`B4_red`, so that red, green and blue are found by name), its
@@ -9,8 +10,10 @@ import re
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
+import pystac
 import rasterio
 from rasterio.errors import RasterioError
 
@@ -44,6 +47,8 @@ class Product:
 
 def is_product(path: str) -> bool:
     """Whether `path` is a per-band product (cheap: by names only, nothing opened)."""
+    if "#" in path:
+        return Path(path.split("#", 1)[0]).is_file()
     candidate = Path(path)
     if candidate.is_file():
         return candidate.name.upper().endswith("_MTL.TXT")
@@ -58,6 +63,8 @@ def open_product(path: str) -> str:
 
 
 def read_product(path: str) -> Product:
+    if "#" in path:
+        return _stac_assets(path)
     candidate = Path(path)
     mtl = [candidate] if candidate.is_file() else _mtl_files(candidate)
     if len(mtl) > 1:
@@ -133,6 +140,42 @@ def _s2_metadata(path: Path) -> tuple[float | None, dict[str, float], dict[str, 
     return (1 / quantification if quantification else None), offsets, {k: v for k, v in tags.items() if v}
 
 
+def _stac_assets(path: str) -> Product:
+    """The assets `ITEM.json#KEY,KEY,KEY` names, as bands: their common names from eo:bands (else the key), their
+    scale and offset from raster:bands."""
+    item_file, keys = path.split("#", 1)
+    try:
+        item = pystac.Item.from_file(item_file)
+    except (OSError, ValueError, KeyError, TypeError, pystac.STACError, pystac.STACTypeError) as error:
+        raise SceneError(path, f"not a STAC item we can read ({str(error).splitlines()[0]})") from None
+    bands = []
+    for key in keys.split(","):
+        if key not in item.assets:
+            raise SceneError(path, f"STAC item {item.id} has no asset {key}")
+        asset = item.assets[key]
+        common = (asset.extra_fields.get("eo:bands") or [{}])[0].get("common_name") or key
+        scaling = (asset.extra_fields.get("raster:bands") or [{}])[0]
+        bands.append(Band(key, common, asset_file(item, key), scaling.get("scale"), scaling.get("offset")))
+    when = item.datetime or item.common_metadata.start_datetime
+    tags = {"PLATFORM": item.common_metadata.platform or "", "ACQUISITIONDATETIME": when.isoformat() if when else ""}
+    return Product(path, bands, {key: value for key, value in tags.items() if value})
+
+
+def asset_file(item: pystac.Item, key: str) -> Path:
+    """The local file of an item's asset, its href taken relative to the item's own file; a SceneError when it is
+    remote or missing."""
+    href = item.assets[key].get_absolute_href() or item.assets[key].href
+    where = item.get_self_href() or item.id
+    scheme = urlsplit(href).scheme
+    if scheme not in ("", "file") and len(scheme) > 1:  # one letter: a Windows drive
+        raise SceneError(where, f"STAC item {item.id}: asset {key} is remote ({href}); geosearch reads local files, "
+                                "so it is not reachable")
+    local = Path(urlsplit(href).path if scheme == "file" else href)
+    if not local.is_file():
+        raise SceneError(where, f"STAC item {item.id}: asset {key} ({local}) does not exist")
+    return local
+
+
 def vrt_of(product: Product) -> str:
     """A VRT over the bands on the finest band's grid. Bands must share the CRS and cover the same ground (to a
     pixel of the coarsest band): a SceneError says which one does not."""
@@ -162,7 +205,8 @@ def vrt_of(product: Product) -> str:
     for number, (band, grid) in enumerate(zip(product.bands, grids, strict=True), start=1):
         _, _, band_width, band_height, dtype, nodata = grid
         parts.append(f'<VRTRasterBand dataType="{_GDAL_TYPES[dtype]}" band="{number}">')
-        parts.append(f"<Description>{band.name}_{band.common}</Description>")
+        parts.append(f"<Description>{band.name if band.name == band.common else f'{band.name}_{band.common}'}"
+                     "</Description>")
         if nodata is not None:
             parts.append(f"<NoDataValue>{nodata!r}</NoDataValue>")
         if band.scale is not None:

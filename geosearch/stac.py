@@ -1,15 +1,16 @@
-"""STAC catalogs, collections and items as scenes (pystac): each item gives one raster, its chosen asset, and says
-what the file may not: the item's id and collection, and when it was acquired. Local files only; an item whose asset
-is remote or missing is one error line, and the others go on."""
+"""STAC catalogs, collections and items as scenes (pystac): each item gives one scene, its chosen asset (or its
+chosen per-band assets, stacked), and says what the files may not: the item's id and collection, and when it was
+acquired. Local files only; an item whose asset is remote or missing is one error line, and the others go on."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pystac
 
+from geosearch.bands import PRESETS
 from geosearch.errors import SceneError
+from geosearch.products import asset_file
 from geosearch.scene import find_scenes
 
 # Asset roles that name the picture of an item, in the order they are taken when --assets is not given.
@@ -53,50 +54,48 @@ def _add_items(sources: Sources, path: str, assets: Sequence[str]) -> None:
         return
     for item in items:
         try:
-            name, asset = _chosen_asset(item, assets)
-            raster = _local_file(item, name, asset)
+            keys = _chosen_assets(item, assets)
+            files = [asset_file(item, key) for key in keys]
         except SceneError as error:
             sources.failures.append(error)
             continue
+        # One asset is the scene's file; several are its bands, stacked when it is opened (products.py).
+        raster = str(files[0]) if len(keys) == 1 else f"{item.get_self_href()}#{','.join(keys)}"
         when = item.datetime or item.common_metadata.start_datetime
         sources.paths.append(raster)
         sources.described[raster] = {
             "acquired": when.isoformat() if when else None,
-            "stac": {"item": item.id, "collection": item.collection_id, "asset": name, "source": path},
+            "stac": {"item": item.id, "collection": item.collection_id, "asset": ",".join(keys), "source": path},
         }
 
 
-def _chosen_asset(item: pystac.Item, names: Sequence[str]) -> tuple[str, pystac.Asset]:
-    """The first of `names` the item has; without names, its asset of role visual (else data) that is a raster, or
+def _chosen_assets(item: pystac.Item, names: Sequence[str]) -> list[str]:
+    """The asset keys to read: one name, that asset; several, or a preset of --bands (true-color…), those bands,
+    each found by its key or its eo:bands common name; no name, the item's raster of role visual (else data), or
     its only raster."""
     where = item.get_self_href() or item.id
-    if names:
-        for name in names:
-            if name in item.assets:
-                return name, item.assets[name]
-        raise SceneError(where, f"STAC item {item.id} has no asset {' or '.join(names)} (it has "
-                                f"{', '.join(item.assets) or 'none'})")
+    wanted = PRESETS.get(names[0], names) if len(names) == 1 else names
+    if wanted:
+        keys = [_asset_named(item, name) for name in wanted]
+        missing = [name for name, key in zip(wanted, keys, strict=True) if key is None]
+        if missing:
+            raise SceneError(where, f"STAC item {item.id} has no asset {missing[0]} (it has "
+                                    f"{', '.join(item.assets) or 'none'})")
+        return keys  # type: ignore[return-value]
     rasters = {name: asset for name, asset in item.assets.items()
                if asset.media_type in RASTER_TYPES or asset.href.lower().endswith((".tif", ".tiff", ".jp2"))}
     for role in ROLES:
         for name, asset in rasters.items():
             if role in (asset.roles or []):
-                return name, asset
+                return [name]
     if len(rasters) == 1:
-        return next(iter(rasters.items()))
+        return list(rasters)
     raise SceneError(where, f"STAC item {item.id}: which asset is the scene? It has {', '.join(item.assets) or 'none'};"
                             " give --assets NAME")
 
 
-def _local_file(item: pystac.Item, name: str, asset: pystac.Asset) -> str:
-    """The asset's file, its href taken relative to the item's own file."""
-    href = asset.get_absolute_href() or asset.href
-    where = item.get_self_href() or item.id
-    scheme = urlsplit(href).scheme
-    if scheme not in ("", "file") and len(scheme) > 1:  # one letter: a Windows drive
-        raise SceneError(where, f"STAC item {item.id}: asset {name} is remote ({href}); geosearch reads local files, "
-                                "so it is not reachable")
-    local = urlsplit(href).path if scheme == "file" else href
-    if not Path(local).is_file():
-        raise SceneError(where, f"STAC item {item.id}: asset {name} ({local}) does not exist")
-    return local
+def _asset_named(item: pystac.Item, name: str) -> str | None:
+    if name in item.assets:
+        return name
+    return next((key for key, asset in item.assets.items()
+                 if any(band.get("common_name") == name for band in asset.extra_fields.get("eo:bands") or [])), None)

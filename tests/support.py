@@ -5,6 +5,7 @@ from xml.sax.saxutils import escape
 
 import rasterio
 from rasterio.dtypes import _gdal_typename
+from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 
@@ -56,3 +57,22 @@ def write_repeated_geotiff(source: Path, path: Path, side: int, **creation_optio
                 dst.write(pixels[:, :h, :w], window=Window(col, row, w, h))
         dst.descriptions = descriptions
     return path
+
+
+JP2 = {"driver": "JP2OpenJPEG", "QUALITY": "100", "REVERSIBLE": "YES"}  # lossless, as Sentinel-2's own JP2
+
+
+def split_bands(scene: Path, folder: Path, names: list[str], coarse: dict[str, int] | None = None) -> None:
+    """Each band of `scene` as its own file `folder/NAME` (GeoTIFF, or JPEG 2000 for .jp2); bands in `coarse`
+    written `factor` times coarser."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(scene) as source:
+        for band, name in enumerate(names, start=1):
+            factor = (coarse or {}).get(name, 1)
+            shape = (source.height // factor, source.width // factor)
+            pixels = source.read(band, out_shape=shape, resampling=Resampling.average)
+            profile = {"count": 1, "height": shape[0], "width": shape[1], "dtype": pixels.dtype, "crs": source.crs,
+                       "nodata": source.nodata, "transform": source.transform @ source.transform.scale(factor)}
+            profile |= JP2 if name.endswith(".jp2") else {"driver": "GTiff", "tiled": True}
+            with rasterio.open(folder / name, "w", **profile) as out:
+                out.write(pixels, 1)

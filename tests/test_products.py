@@ -9,40 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.enums import Resampling
 
 from conftest import run_geosearch
 from geosearch.data import LANDSAT8_224077, LANDSAT8_224078
 from geosearch.tiling import TilingOptions
+from support import split_bands
 
 MTL_BANDS = {2: "blue", 3: "green", 4: "red"}  # the crops' bands, in order
 PREFIX = "LC08_L2SP_224077_20200519_20200820_02_T1"
-
-
-JP2 = {"driver": "JP2OpenJPEG", "QUALITY": "100", "REVERSIBLE": "YES"}  # lossless, as Sentinel-2's own JP2
-
-
-def split(scene: Path, folder: Path, names: list[str], coarse: dict[str, int] | None = None) -> None:
-    """Each band of `scene` as its own file `folder/NAME` (GeoTIFF, or JPEG 2000 for .jp2); bands in `coarse`
-    written `factor` times coarser."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(scene) as source:
-        for band, name in enumerate(names, start=1):
-            factor = (coarse or {}).get(name, 1)
-            shape = (source.height // factor, source.width // factor)
-            pixels = source.read(band, out_shape=shape, resampling=Resampling.average)
-            profile = {"count": 1, "height": shape[0], "width": shape[1], "dtype": pixels.dtype, "crs": source.crs,
-                       "nodata": source.nodata, "transform": source.transform @ source.transform.scale(factor)}
-            profile |= JP2 if name.endswith(".jp2") else {"driver": "GTiff", "tiled": True}
-            with rasterio.open(folder / name, "w", **profile) as out:
-                out.write(pixels, 1)
 
 
 @pytest.fixture
 def landsat(tmp_path) -> Path:
     """The 224/077 crop as a Collection 2 Level-2 product: SR_B2, SR_B3, SR_B4 and the MTL, acquired 2020-05-19."""
     folder = tmp_path / PREFIX
-    split(LANDSAT8_224077, folder, [f"{PREFIX}_SR_B{n}.TIF" for n in MTL_BANDS])
+    split_bands(LANDSAT8_224077, folder, [f"{PREFIX}_SR_B{n}.TIF" for n in MTL_BANDS])
     files = "\n".join(f'    FILE_NAME_BAND_{n} = "{PREFIX}_SR_B{n}.TIF"' for n in MTL_BANDS)
     scaling = "\n".join(f"    REFLECTANCE_MULT_BAND_{n} = 2.75E-05\n    REFLECTANCE_ADD_BAND_{n} = -0.2"
                         for n in MTL_BANDS)
@@ -77,9 +58,10 @@ def sentinel2(tmp_path) -> Path:
     MTD that scales to reflectance."""
     safe = tmp_path / "S2B_MSIL2A_20200518T133239_N0214_R081_T21JXN_20200518T173018.SAFE"
     granule = safe / "GRANULE" / "L2A_T21JXN" / "IMG_DATA"
-    split(LANDSAT8_224078, granule / "R10m", [f"T21JXN_20200518T133239_{b}_10m.tif" for b in ("B02", "B03", "B04")])
-    split(LANDSAT8_224078, granule / "R10m", [f"T21JXN_20200518T133239_{b}_10m.tif" for b in ("B08",)])
-    split(LANDSAT8_224078, granule / "R20m", ["T21JXN_20200518T133239_B11_20m.jp2"], coarse={
+    split_bands(LANDSAT8_224078, granule / "R10m",
+                [f"T21JXN_20200518T133239_{b}_10m.tif" for b in ("B02", "B03", "B04")])
+    split_bands(LANDSAT8_224078, granule / "R10m", [f"T21JXN_20200518T133239_{b}_10m.tif" for b in ("B08",)])
+    split_bands(LANDSAT8_224078, granule / "R20m", ["T21JXN_20200518T133239_B11_20m.jp2"], coarse={
         "T21JXN_20200518T133239_B11_20m.jp2": 2})
     ids = {"B1": 0, "B2": 1, "B3": 2, "B4": 3, "B8": 7, "B11": 11}
     (safe / "MTD_MSIL2A.xml").write_text(MTD.format(
@@ -137,7 +119,7 @@ def test_band_presets_by_name(sentinel2):
 def test_bad_products_are_one_line_each_and_the_run_goes_on(landsat, tmp_path):
     (landsat / f"{PREFIX}_SR_B3.TIF").unlink()
     shifted = tmp_path / "shifted"
-    split(LANDSAT8_224078, shifted, ["B02.tif", "B03.tif", "B04.tif"])
+    split_bands(LANDSAT8_224078, shifted, ["B02.tif", "B03.tif", "B04.tif"])
     with rasterio.open(shifted / "B04.tif", "r+") as band:
         band.transform = band.transform @ band.transform.translation(10, 0)  # 10 pixels east
     store = tmp_path / "store"

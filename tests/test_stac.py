@@ -6,11 +6,15 @@ import json
 import shutil
 from datetime import UTC, datetime
 
+import numpy as np
 import pystac
 import pytest
+import rasterio
 
 from conftest import run_geosearch
 from geosearch.data import LANDSAT8_224077, LANDSAT8_224078
+from geosearch.tiling import TilingOptions
+from support import split_bands
 
 WHEN = datetime(2020, 5, 19, 13, 42, tzinfo=UTC)  # not the files' own date (2020-05-18, from their names)
 EXTENT = pystac.Extent(pystac.SpatialExtent([[-180, -90, 180, 90]]), pystac.TemporalExtent([[WHEN, None]]))
@@ -78,7 +82,7 @@ def test_a_catalog_is_indexed_item_by_item(catalog, tmp_path):
 
 def test_an_item_alone_and_a_named_asset(catalog, tmp_path):
     item_file = catalog / "landsat" / "lc08-224078" / "lc08-224078.json"
-    result = run_geosearch("tile", str(item_file), "--assets", "nope,data", "--json")
+    result = run_geosearch("tile", str(item_file), "--assets", "data", "--json")
     assert result.returncode == 0, result.stderr
     (scene,) = json.loads(result.stdout)["scenes"]
     assert scene["path"] == str(LANDSAT8_224078) and scene["stac"]["item"] == "lc08-224078"
@@ -89,3 +93,33 @@ def test_an_item_alone_and_a_named_asset(catalog, tmp_path):
     not_stac.write_text('{"type": "FeatureCollection", "features": []}')
     result = run_geosearch("tile", str(not_stac))
     assert result.returncode == 1 and result.stderr.startswith(f"error: {not_stac}: not a STAC catalog, collection or")
+
+
+def test_an_item_of_per_band_assets_is_stacked(tmp_path):
+    """An item as Earth Search publishes Landsat and Sentinel-2: a file per band, keyed by common name or named in
+    eo:bands; --assets names them in order, or a preset of --bands does."""
+    folder = tmp_path / "item"
+    split_bands(LANDSAT8_224077, folder, ["B2.tif", "B3.tif", "B4.tif"])
+    made = item("lc08-224077-bands",
+                blue=pystac.Asset("./B2.tif", media_type=pystac.MediaType.COG, roles=["data"]),
+                green=pystac.Asset("./B3.tif", media_type=pystac.MediaType.COG, roles=["data"]),
+                B4=pystac.Asset("./B4.tif", media_type=pystac.MediaType.COG, roles=["data"],
+                                extra_fields={"eo:bands": [{"name": "B4", "common_name": "red"}],
+                                              "raster:bands": [{"scale": 2.75e-05, "offset": -0.2}]}))
+    made.set_self_href(str(folder / "item.json"))
+    made.save_object(include_self_link=False)
+    for assets, keys in (("true-color", "B4,green,blue"), ("B4,green,blue", "B4,green,blue")):
+        result = run_geosearch("tile", str(folder / "item.json"), "--assets", assets, "--json")
+        assert result.returncode == 0, result.stderr
+        (scene,) = json.loads(result.stdout)["scenes"]
+        assert scene["path"] == f"{folder / 'item.json'}#{keys}" and scene["stac"]["asset"] == keys
+        assert scene["bands"] == [1, 2, 3] and scene["band_source"] == "descriptions"  # B4_red, green, blue
+        assert scene["acquired"] == WHEN.isoformat()
+    with TilingOptions().open(f"{folder / 'item.json'}#B4,green,blue") as stacked, \
+            rasterio.open(LANDSAT8_224077) as original:
+        assert stacked.dataset.descriptions == ("B4_red", "green", "blue")
+        assert stacked.dataset.scales == (2.75e-05, 1.0, 1.0)
+        assert np.array_equal(stacked.dataset.read(), original.read((3, 2, 1)))
+    result = run_geosearch("tile", str(folder / "item.json"), "--assets", "false-color")
+    assert result.returncode == 1 and result.stderr.strip() == (
+        f"error: {folder / 'item.json'}: STAC item lc08-224077-bands has no asset nir (it has blue, green, B4)")

@@ -38,8 +38,9 @@ def _parsed_by(parse: Callable[[str], object]) -> Callable:
 def scene_arguments(command: Callable) -> Callable:
     """SCENES... (files, directories of rasters, STAC catalogs, collections or items), --recursive and --assets;
     expand them with scene_paths()."""
-    command = click.option("--assets", callback=_parsed_by(parse_names), metavar="NAME[,NAME]",
-                           help="STAC: the asset of each item to read, the first of these it has. [default: the "
+    command = click.option("--assets", callback=_parsed_by(parse_names), metavar="NAME[,NAME…]|PRESET",
+                           help="STAC: the asset of each item to read; or several, its bands, stacked (by key or "
+                                "eo:bands common name; true-color, false-color or swir name three). [default: the "
                                 "item's raster of role visual, else data, else its only raster]")(command)
     command = click.option("-r", "--recursive", is_flag=True,
                            help="Look for rasters in subdirectories of directory arguments.")(command)
