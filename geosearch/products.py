@@ -119,6 +119,8 @@ def _sentinel2(path: str, folder: Path) -> Product:
     metadata = next(iter(sorted(folder.glob("MTD_MSI*.xml"))), None)
     scale, offsets, tags = _s2_metadata(metadata) if metadata else (None, {}, {"SPACECRAFT_NAME": "Sentinel-2"})
     bands = [Band(name, SENTINEL2[name], file, scale, offsets.get(name)) for name, file in sorted(found.items())]
+    if not bands:
+        raise SceneError(path, "holds no MTL file and no Sentinel-2 band files (B01…B12, B8A)")
     return Product(path, bands, tags)
 
 
