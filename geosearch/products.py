@@ -36,6 +36,7 @@ class Band:
     path: Path
     scale: float | None = None  # to reflectance
     offset: float | None = None
+    index: int = 1  # the band's number in its file (a STAC asset may hold several bands)
 
 
 @dataclass
@@ -144,7 +145,7 @@ def _s2_metadata(path: Path) -> tuple[float | None, dict[str, float], dict[str, 
 
 def _stac_assets(path: str) -> Product:
     """The assets `ITEM.json#KEY,KEY,KEY` names, as bands: their common names from eo:bands (else the key), their
-    scale and offset from raster:bands."""
+    scale and offset from raster:bands. An asset that lists several eo:bands gives all of them, in its order."""
     item_file, keys = path.split("#", 1)
     try:
         item = pystac.Item.from_file(item_file)
@@ -154,10 +155,14 @@ def _stac_assets(path: str) -> Product:
     for key in keys.split(","):
         if key not in item.assets:
             raise SceneError(path, f"STAC item {item.id} has no asset {key}")
-        asset = item.assets[key]
-        common = (asset.extra_fields.get("eo:bands") or [{}])[0].get("common_name") or key
-        scaling = (asset.extra_fields.get("raster:bands") or [{}])[0]
-        bands.append(Band(key, common, asset_file(item, key), scaling.get("scale"), scaling.get("offset")))
+        asset, file = item.assets[key], asset_file(item, key)
+        described = asset.extra_fields.get("eo:bands") or [{}]
+        scalings = asset.extra_fields.get("raster:bands") or []
+        for index, band in enumerate(described, start=1):
+            name = key if len(described) == 1 else band.get("name") or f"{key}{index}"
+            scaling = scalings[index - 1] if index <= len(scalings) else {}
+            bands.append(Band(name, band.get("common_name") or name, file, scaling.get("scale"),
+                              scaling.get("offset"), index))
     when = item.datetime or item.common_metadata.start_datetime
     tags = {"PLATFORM": item.common_metadata.platform or "", "ACQUISITIONDATETIME": when.isoformat() if when else ""}
     return Product(path, bands, {key: value for key, value in tags.items() if value})
@@ -185,8 +190,11 @@ def vrt_of(product: Product) -> str:
     for band in product.bands:
         try:
             with rasterio.open(band.path) as dataset:
-                grids.append((dataset.crs, dataset.transform, dataset.width, dataset.height, dataset.dtypes[0],
-                              dataset.nodata))
+                if band.index > dataset.count:
+                    raise SceneError(product.path, f"band {band.name} is band {band.index} of {band.path.name}, "
+                                                   f"which has {dataset.count}")
+                grids.append((dataset.crs, dataset.transform, dataset.width, dataset.height,
+                              dataset.dtypes[band.index - 1], dataset.nodata))
         except RasterioError as error:
             raise SceneError(product.path, f"band {band.name} ({band.path.name}) cannot be opened: {error}") from None
     finest = min(range(len(grids)), key=lambda i: abs(grids[i][1].a))
@@ -214,7 +222,7 @@ def vrt_of(product: Product) -> str:
         if band.scale is not None:
             parts.append(f"<Scale>{band.scale!r}</Scale><Offset>{band.offset or 0.0!r}</Offset>")
         parts.append(f'<ComplexSource resampling="bilinear"><SourceFilename relativeToVRT="0">'
-                     f"{escape(str(band.path.resolve()))}</SourceFilename><SourceBand>1</SourceBand>"
+                     f"{escape(str(band.path.resolve()))}</SourceFilename><SourceBand>{band.index}</SourceBand>"
                      f'<SrcRect xOff="0" yOff="0" xSize="{band_width}" ySize="{band_height}"/>'
                      f'<DstRect xOff="0" yOff="0" xSize="{width}" ySize="{height}"/>'
                      + (f"<NODATA>{nodata!r}</NODATA>" if nodata is not None else "") + "</ComplexSource>")

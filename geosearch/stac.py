@@ -59,8 +59,10 @@ def _add_items(sources: Sources, path: str, assets: Sequence[str]) -> None:
         except SceneError as error:
             sources.failures.append(error)
             continue
-        # One asset is the scene's file; several are its bands, stacked when it is opened (products.py).
-        raster = str(files[0]) if len(keys) == 1 else f"{item.get_self_href()}#{','.join(keys)}"
+        # One asset is the scene's file, unless it names its bands in eo:bands; several assets are its bands. Both
+        # of those are opened through products.py, which stacks the bands and names them.
+        named = len(item.assets[keys[0]].extra_fields.get("eo:bands") or []) > 1
+        raster = str(files[0]) if len(keys) == 1 and not named else f"{item.get_self_href()}#{','.join(keys)}"
         when = item.datetime or item.common_metadata.start_datetime
         sources.paths.append(raster)
         sources.described[raster] = {

@@ -123,3 +123,30 @@ def test_an_item_of_per_band_assets_is_stacked(tmp_path):
     result = run_geosearch("tile", str(folder / "item.json"), "--assets", "false-color")
     assert result.returncode == 1 and result.stderr.strip() == (
         f"error: {folder / 'item.json'}: STAC item lc08-224077-bands has no asset nir (it has blue, green, B4)")
+
+
+def test_one_asset_of_several_bands_is_read_by_its_eo_bands(tmp_path):
+    """A single multi-band asset whose file says nothing of its bands (blue, green, red, as Landsat numbers them):
+    the item's eo:bands name them, so red, green and blue are read as such and not assumed to be bands 1, 2, 3."""
+    folder = tmp_path / "item"
+    folder.mkdir()
+    with rasterio.open(LANDSAT8_224077) as source:
+        profile, pixels = source.profile, source.read()
+    with rasterio.open(folder / "scene.tif", "w", **profile) as unnamed:
+        unnamed.write(pixels)
+    eo_bands = [{"name": name, "common_name": common} for name, common in (("B2", "blue"), ("B3", "green"),
+                                                                          ("B4", "red"))]
+    made = item("lc08-unnamed", visual=pystac.Asset(
+        "./scene.tif", media_type=pystac.MediaType.COG, roles=["visual"],
+        extra_fields={"eo:bands": eo_bands, "raster:bands": [{"scale": 2.75e-05, "offset": -0.2}] * 3}))
+    made.set_self_href(str(folder / "item.json"))
+    made.save_object(include_self_link=False)
+    result = run_geosearch("tile", str(folder / "item.json"), "--json")
+    assert result.returncode == 0, result.stderr
+    (scene,) = json.loads(result.stdout)["scenes"]
+    assert scene["path"] == f"{folder / 'item.json'}#visual" and scene["stac"]["asset"] == "visual"
+    assert scene["bands"] == [3, 2, 1] and scene["band_source"] == "descriptions"
+    with TilingOptions().open(scene["path"]) as stacked:
+        assert stacked.dataset.descriptions == ("B2_blue", "B3_green", "B4_red")
+        assert stacked.dataset.scales == (2.75e-05,) * 3
+        assert np.array_equal(stacked.dataset.read(), pixels)
