@@ -61,6 +61,12 @@ def same_place_cell(model: str, engine: str, tile_size: int) -> dict:
     return same_place(str(PAIR[0]), str(PAIR[1]), open_model(model), tiling, CPU, stride_b, workers=0).to_dict()
 
 
+def majority_label(labels: np.ma.MaskedArray, row: int, col: int, size: int) -> int:
+    """The class of most of the tile's labelled pixels, or -1 when it has fewer than MIN_LABELLED."""
+    window = labels[max(row, 0):row + size, max(col, 0):col + size].compressed().astype(int)
+    return int(np.bincount(window).argmax()) if len(window) >= MIN_LABELLED else -1
+
+
 def land_cover_cell(model: str) -> dict:
     """NC tiles labelled by the majority class of their labelled pixels (the label raster shares the scene's grid)."""
     tiling = TilingOptions(tile_size=NC_TILE, bands=(3, 2, 1))  # ETM+ bands 3, 2, 1: red, green, blue
@@ -68,12 +74,7 @@ def land_cover_cell(model: str) -> dict:
     with rasterio.open(NC_LABELS) as labels_file:
         labels = labels_file.read(1, masked=True)
     (done,), _ = gather(embed_scenes(open_model(model).encoder(), [planned], tiling, CPU, workers=0), [planned])
-    classes = []
-    for index in done.indexes:
-        row, col = planned.grid.offsets[index]
-        window = labels[max(row, 0):row + NC_TILE, max(col, 0):col + NC_TILE].compressed().astype(int)
-        classes.append(np.bincount(window).argmax() if len(window) >= MIN_LABELLED else -1)
-    classes = np.array(classes)
+    classes = np.array([majority_label(labels, *planned.grid.offsets[index], NC_TILE) for index in done.indexes])
     counts = np.bincount(classes[classes >= 0])
     keep = (classes >= 0) & (counts[np.maximum(classes, 0)] >= 2)  # a class of one tile has nothing to find
     result = evaluate_retrieval(done.vectors[keep], classes[keep])  # each tile queries the other labelled ones

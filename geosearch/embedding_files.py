@@ -9,7 +9,6 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import islice
 from pathlib import Path
 
 import geopandas as gpd
@@ -23,7 +22,7 @@ from geosearch.acquired import parse_date
 from geosearch.errors import GeosearchError
 from geosearch.export import atomic_output, check_output_path
 from geosearch.index import check_space, footprint_fields
-from geosearch.store.archive import SERVED, Archive, point_id
+from geosearch.store.archive import Archive, point_id
 from geosearch.store.backend import Backend
 
 STAC_EXTENSION = "https://stac-extensions.github.io/embeddings/v0.0.1/schema.json"
@@ -95,16 +94,13 @@ def _metadata(model_id: str, dim: int, scenes: list[dict], stretches: dict | Non
 
 def archive_pages(archive: Archive) -> Iterator[tuple[gpd.GeoDataFrame, np.ndarray]]:
     """The archive's served tiles, a page at a time, as write_embeddings takes them."""
-    served = archive.backend.scroll(archive.collection, SERVED, page=PAGE)
-    while ids := [tile_id for tile_id, _ in islice(served, PAGE)]:
-        points = archive.backend.points(archive.collection, ids)
-        payloads = [points[tile_id][1] for tile_id in ids]
+    for ids, vectors, payloads in archive.vector_pages(page=PAGE):
         frame = gpd.GeoDataFrame(
             {"tile_id": ids} | {name: [p.get(name) for p in payloads] for name in TILE_COLUMNS if name != "tile_id"}
             | {"centroid_lon": [p["centroid"]["lon"] for p in payloads],
                "centroid_lat": [p["centroid"]["lat"] for p in payloads]},
             geometry=[shapely.geometry.shape(p["footprint"]) for p in payloads], crs=4326)
-        yield frame, np.stack([points[tile_id][0] for tile_id in ids])
+        yield frame, vectors
 
 
 @dataclass

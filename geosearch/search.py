@@ -96,6 +96,12 @@ def _overlap(geometries: np.ndarray, other: shapely.Geometry) -> np.ndarray:
     return shapely.area(shapely.intersection(geometries, other))
 
 
+def centred_within(region: shapely.Geometry, payloads: Sequence[dict]) -> np.ndarray:
+    """Whether each tile's centre lies in `region`: the exact test after the store's bounding-box filter."""
+    centres = shapely.points([(p["centroid"]["lon"], p["centroid"]["lat"]) for p in payloads])
+    return shapely.contains(region, centres)
+
+
 def _clean(candidates: list, ground: shapely.Geometry | None, filters: Filters, include_self: bool, dedup: bool,
            k: int) -> list[Result]:
     """Apply the exact tests and de-duplication to store hits in score order; up to k survive."""
@@ -107,8 +113,7 @@ def _clean(candidates: list, ground: shapely.Geometry | None, filters: Filters, 
     if filters.min_score is not None:
         keep &= np.array([c.score >= filters.min_score for c in candidates])
     if filters.within is not None:
-        centres = shapely.points([(c.payload["centroid"]["lon"], c.payload["centroid"]["lat"]) for c in candidates])
-        keep &= shapely.contains(filters.within, centres)
+        keep &= centred_within(filters.within, [c.payload for c in candidates])
     if ground is not None and not include_self:
         keep &= _overlap(footprints, ground) <= SELF_OVERLAP * areas
     kept: list[int] = []
@@ -125,18 +130,23 @@ def _clean(candidates: list, ground: shapely.Geometry | None, filters: Filters, 
             for rank, i in enumerate(kept, start=1)]
 
 
-def search(archive: Archive, query: Query, k: int = 20, filters: Filters = Filters(),
-           include_self: bool = False, dedup: bool = True) -> list[Result]:
-    """The k best tiles for the query (and its examples) that pass the filters, without the ground of the query's
-    examples and without duplicates."""
-    if k < 1:
-        raise GeosearchError(f"k must be at least 1, not {k}")
+def check_dimensions(archive: Archive, query: Query) -> None:
+    """Every example of the query is a vector of the archive's model (or at least of its dimension)."""
     named = [("the query", query), *((f"positive example {i}", q) for i, q in enumerate(query.positives, 1)),
              *((f"negative example {i}", q) for i, q in enumerate(query.negatives, 1))]
     for name, example in named:
         if len(example.vector) != archive.dim:
             raise GeosearchError(f"{name} has {len(example.vector)} dimensions, the archive {archive.dim}: "
                                  f"embed it with the archive's model {archive.model_id}")
+
+
+def search(archive: Archive, query: Query, k: int = 20, filters: Filters = Filters(),
+           include_self: bool = False, dedup: bool = True) -> list[Result]:
+    """The k best tiles for the query (and its examples) that pass the filters, without the ground of the query's
+    examples and without duplicates."""
+    if k < 1:
+        raise GeosearchError(f"k must be at least 1, not {k}")
+    check_dimensions(archive, query)
     positives = [query.vector, *(q.vector for q in query.positives)]
     negatives = [q.vector for q in query.negatives]
     footprints = [q.footprint for q in query.examples() if q.footprint is not None]

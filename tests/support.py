@@ -1,12 +1,21 @@
-"""Large scenes made of real pixels: a shipped scene repeated edge to edge, as a VRT or as a real GeoTIFF."""
+"""Test inputs made of real pixels: a shipped scene repeated edge to edge (as a VRT or a real GeoTIFF), split into
+per-band files; and a store of real scenes indexed with the default model."""
 
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 import rasterio
+import torch
 from rasterio.dtypes import _gdal_typename
 from rasterio.enums import Resampling
 from rasterio.windows import Window
+
+from geosearch.embed import plan_scene
+from geosearch.encoder.default import default_checkpoint
+from geosearch.index import index_scenes
+from geosearch.store import open_backend
+from geosearch.store.archive import Archive
+from geosearch.tiling import TilingOptions
 
 
 def write_mosaic_vrt(source: Path, path: Path, width: int, height: int) -> Path:
@@ -76,3 +85,12 @@ def split_bands(scene: Path, folder: Path, names: list[str], coarse: dict[str, i
             profile |= JP2 if name.endswith(".jp2") else {"driver": "GTiff", "tiled": True}
             with rasterio.open(folder / name, "w", **profile) as out:
                 out.write(pixels, 1)
+
+
+def index_store(path: Path, scenes: list[Path], tiling: TilingOptions) -> None:
+    """A store at `path` holding `scenes`, each indexed whole with the default model on the CPU."""
+    model = default_checkpoint()
+    with open_backend(path) as backend:
+        archive = Archive.open(backend, "tiles", model.model_id, model.config.dim)
+        planned = [plan_scene(str(p), tiling) for p in scenes]
+        assert not index_scenes(archive, model, planned, tiling, torch.device("cpu"), workers=0).failed

@@ -38,7 +38,7 @@ def test_an_empty_date_range_is_an_error(store):
 
 
 @pytest.mark.parametrize(("text", "problem"), [
-    ("[tiles]\ntile_size = 512\n", "unknown table [tiles]; the tables are the commands: demo, embed, "),
+    ("[tiles]\ntile_size = 512\n", "unknown table [tiles]; the tables are the commands: change, demo, detect, embed, "),
     ("tile_size = 512\n", "unknown table [tile_size]; the tables are the commands: "),
     ("[tile]\ntile_sise = 512\n", "[tile] has no key 'tile_sise'; the keys of [tile] are as_json, assets, bands, "),
     ("[model.info]\njson = true\n", "[model.info] has no key 'json'; the keys of [model.info] are as_json"),

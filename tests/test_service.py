@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +22,11 @@ from fastapi.testclient import TestClient
 from rasterio.warp import transform_bounds
 
 from conftest import cut_short, run_geosearch
+from geosearch.change import change, history
 from geosearch.data import AERIAL_3857, LANDSAT7_RGB, LANDSAT8_224077, LANDSAT8_224078
 from geosearch.encoder.default import default_checkpoint
+from geosearch.query import build_query
+from geosearch.search import Filters
 from geosearch.service.app import Service, create_app
 from geosearch.store import open_backend
 from geosearch.store.archive import Archive
@@ -62,6 +66,9 @@ class Server:
 
     def post(self, path: str, **kwargs) -> httpx.Response:
         return httpx.post(self.url + path, headers=self.headers | kwargs.pop("headers", {}), timeout=60, **kwargs)
+
+    def request(self, method: str, path: str) -> httpx.Response:
+        return httpx.request(method, self.url + path, headers=self.headers, timeout=60)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -239,6 +246,99 @@ def _job_ended(server: Server, job: httpx.Response, seconds: float = 180) -> dic
         time.sleep(0.2)
         status = server.get(f"/jobs/{job.json()['job_id']}").json()
     return status
+
+
+def test_a_detect_job_answers_as_the_cli(server, store, tmp_path):
+    """POST /detect runs in the background; its places at /jobs/{id}/result are what `geosearch detect` prints."""
+    plain = [f["properties"]["tile_id"] for f in server.post("/search", json={"bbox": BOX, "k": 8}).json()["features"]]
+    body = {"tile_id": plain[0], "positives": [{"tile_id": plain[1]}], "negatives": [{"tile_id": plain[7]}]}
+    status = _job_ended(server, server.post("/detect", json=body))
+    assert status["kind"] == "detect" and status["state"] == "done", status
+    places = server.get(f"/jobs/{status['id']}/result").json()
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy, ignore=shutil.ignore_patterns(".geosearch.lock"))
+    cli = run_geosearch("detect", "--tile", plain[0], "--positive", plain[1], "--negative", plain[7], "--json",
+                        "--store", str(copy))
+    assert cli.returncode == 0, cli.stderr
+    assert places == json.loads(cli.stdout) and places["features"]
+    assert status["summary"]["places"] == len(places["features"])
+    assert status["summary"]["tiles_scored"] == server.get("/health").json()["tiles"]
+    for bad, code, message in (({"tile_id": plain[0], "method": "classifier"}, 400, "the classifier needs negative"),
+                               ({"tile_id": plain[0], "method": "svm"}, 422, "body.method"),
+                               ({"tile_id": plain[0]}, 400, "1 positive(s) and 0 negative(s) are too few")):
+        response = server.post("/detect", json=bad)
+        assert response.status_code == code and message in response.json()["error"], response.text
+    assert server.get("/jobs/no-such-job/result").status_code == 404
+    assert server.request("DELETE", "/jobs/no-such-job").status_code == 404
+
+
+def test_a_detect_job_is_cancelled_queued_or_running(store, tmp_path, monkeypatch):
+    """DELETE /jobs/{id} stops a detect job waiting behind another job, or one part-way through the archive (it
+    stops between pages); neither has a result."""
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy, ignore=shutil.ignore_patterns(".geosearch.lock"))
+    monkeypatch.setattr("geosearch.detect.PAGE", 10)
+    with open_backend(str(copy)) as backend:
+        checkpoint = default_checkpoint()
+        service = Service(Archive.open(backend, "tiles", checkpoint.model_id), checkpoint, torch.device("cpu"), [])
+        pages, resume = service.archive.vector_pages, threading.Event()
+
+        def held_after_the_first_page(*args, **kwargs):
+            for number, page in enumerate(pages(*args, **kwargs)):
+                if number == 1:
+                    resume.wait(60)
+                yield page
+
+        monkeypatch.setattr(service.archive, "vector_pages", held_after_the_first_page)
+        tile_id = next(tile_id for tile_id, _ in service.archive.tiles(service.archive.scenes()[0]["scene_id"]))
+        with TestClient(create_app(service)) as client:
+            def job(body: dict) -> str:
+                response = client.post("/detect", json=body)
+                assert response.status_code == 202, response.text
+                return response.json()["job_id"]
+
+            running, queued = job({"tile_id": tile_id, "threshold": 0.5}), job({"tile_id": tile_id, "threshold": 0.5})
+            deadline = time.monotonic() + 60
+            while client.get(f"/jobs/{running}").json()["progress"]["tiles_done"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for job_id in (queued, running):
+                assert client.delete(f"/jobs/{job_id}").json()["state"] in ("queued", "running")
+            resume.set()
+            service.executor.shutdown(wait=True)
+            for job_id in (running, queued):
+                status = client.get(f"/jobs/{job_id}").json()
+                assert status["state"] == "cancelled" and client.get(f"/jobs/{job_id}/result").status_code == 409
+            # The page under way when it was cancelled ends; the other 32 tiles are not scored.
+            assert client.get(f"/jobs/{running}").json()["progress"] == {"tiles_done": 20, "tiles_total": 52}
+
+
+def test_history_and_change_answer_as_the_library_and_the_cli(server, store, archive_root, tmp_path):
+    """POST /change and POST /history give what the library gives on a copy of the store; the CLI, which the
+    server's lock sends through it, prints the same."""
+    a, b = str(archive_root / LANDSAT8_224077.name), str(archive_root / LANDSAT8_224078.name)
+    body = {"from": {"scenes": [a]}, "to": {"scenes": [b]}, "top": 3}
+    answer = server.post("/change", json=body)
+    assert answer.status_code == 200, answer.text
+    changed = answer.json()
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy, ignore=shutil.ignore_patterns(".geosearch.lock"))
+    with open_backend(str(copy)) as backend:
+        archive = Archive.open(backend, "tiles")
+        frame, report = change(archive, Filters.of(archive, scenes=[a]), Filters.of(archive, scenes=[b]))
+        tile_id = frame["tile_id_to"][0]
+        steps = history(archive, build_query(archive, tile=tile_id))
+    assert changed == json.loads(frame.head(3).to_json(drop_id=True)) | {"report": report.to_dict()}
+    assert server.post("/history", json={"tile_id": tile_id}).json() == json.loads(steps.to_json(drop_id=True))
+    cli = run_geosearch("change", "--from", a, "--to", b, "-n", "3", "--json", "--store", str(store))
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout) == changed
+    for path, bad, status, message in (
+            ("/change", {"from": {"scenes": [a]}, "to": {"scenes": [a]}}, 400, "1 scene(s) are on both sides"),
+            ("/change", {"from": {"scenes": ["gone.tif"]}, "to": {"scenes": [b]}}, 404, "no scene 'gone.tif'"),
+            ("/change", {"from": {"after": "May"}, "to": {"scenes": [b]}}, 400, "from.after 'May': give a date"),
+            ("/history", {"tile_id": "0c6f6b9e-1c55-4c4e-8a0e-6a1f2b8e4d17"}, 404, "no tile")):
+        response = server.post(path, json=bad)
+        assert response.status_code == status and message in response.json()["error"], response.text
 
 
 def test_a_job_whose_every_path_fails_ends_failed(server, archive_root):

@@ -132,6 +132,20 @@ def model_options(command: Callable) -> Callable:
     return command
 
 
+def query_model_options(command: Callable) -> Callable:
+    """The options that say which model embeds a query's boxes and pictures, and where."""
+    options = [
+        click.option("--model", "model_spec", default="default", show_default=True, envvar="GEOSEARCH_MODEL",
+                     help="The checkpoint the archive was indexed with: a file, 'default' or 'pretrained'."),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                     envvar="GEOSEARCH_DEVICE"),
+        runtime_option,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def store_options(command: Callable) -> Callable:
     """Where the archive lives: the embedded store (a folder), or a Qdrant server."""
     options = [

@@ -9,9 +9,8 @@ import geopandas as gpd
 import shapely
 
 from geosearch.cli.main import cli
-from geosearch.cli.options import open_archive, runtime_option, store_options, through_server
+from geosearch.cli.options import open_archive, query_model_options, store_options, through_server
 from geosearch.embedding_files import archive_pages, write_embeddings
-from geosearch.encoder.device import DEVICES
 from geosearch.errors import GeosearchError, StoreServed
 from geosearch.export import FORMATS, check_output_path, scenes_frame, write_features
 from geosearch.query import Box, Query, build_query, encoder_for
@@ -30,7 +29,7 @@ def _bounds(value: str) -> tuple[float, float, float, float] | None:
     return bounds if len(bounds) == 4 else None
 
 
-def _within_bounds(value: str) -> tuple[float, float, float, float]:
+def within_bounds(value: str) -> tuple[float, float, float, float]:
     """--within as a lon/lat box 'MINLON,MINLAT,MAXLON,MAXLAT'."""
     bounds = _bounds(value)
     if bounds is None:
@@ -38,7 +37,7 @@ def _within_bounds(value: str) -> tuple[float, float, float, float]:
     return bounds
 
 
-def _parse_example(value: str, crs: str, option: str) -> dict:
+def parse_example(value: str, crs: str, option: str) -> dict:
     """--positive or --negative as build_query's keywords: a picture that exists, a box MINX,MINY,MAXX,MAXY in
     --crs, or a tile id."""
     if Path(value).is_file():
@@ -52,7 +51,7 @@ def _parse_example(value: str, crs: str, option: str) -> dict:
                              "path of a picture") from None
 
 
-def _sent(example: dict, option: str, served: StoreServed) -> dict:
+def sent_example(example: dict, option: str, served: StoreServed) -> dict:
     """An example as the server's API takes it, which has no pictures."""
     if "image" in example:
         raise GeosearchError(f"{served.url}: the geosearch serve holding the store takes no picture as an example "
@@ -60,11 +59,11 @@ def _sent(example: dict, option: str, served: StoreServed) -> dict:
     return {"tile_id": example["tile"]} if "tile" in example else {"bbox": list(example["bbox"]), "crs": example["crs"]}
 
 
-def _within(value: str) -> shapely.Geometry:
+def within_region(value: str) -> shapely.Geometry:
     """A lon/lat box 'MINLON,MINLAT,MAXLON,MAXLAT', or a vector file of polygons in any CRS."""
     if Path(value).exists():
         return read_polygons(value, f"--within {value}").union_all()
-    return Box.parse(_within_bounds(value)).lonlat()
+    return Box.parse(within_bounds(value)).lonlat()
 
 
 def print_matches(frame: gpd.GeoDataFrame) -> None:
@@ -99,10 +98,7 @@ def print_matches(frame: gpd.GeoDataFrame) -> None:
 @click.option("-o", "--out", type=click.Path(dir_okay=False), help="Write matches to .geojson, .gpkg or .parquet.")
 @click.option("--quicklook", type=click.Path(dir_okay=False), help="Write a PNG of the query and the best matches.")
 @click.option("--json", "as_json", is_flag=True, help="Print the matches as a GeoJSON FeatureCollection.")
-@click.option("--model", "model_spec", default="default", show_default=True, envvar="GEOSEARCH_MODEL",
-              help="The checkpoint the archive was indexed with: a file, 'default' or 'pretrained'.")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, envvar="GEOSEARCH_DEVICE")
-@runtime_option
+@query_model_options
 @store_options
 def search(bbox: tuple | None, crs: str, tile: str | None, image: str | None, query_scene: str | None,
            raster: str | None, positives: tuple[str, ...], negatives: tuple[str, ...], k: int, within: str | None,
@@ -112,15 +108,15 @@ def search(bbox: tuple | None, crs: str, tile: str | None, image: str | None, qu
            collection: str) -> None:
     """Find the places in the archive that look like a box on the map, a tile or a picture, and like any more
     examples (--positive) but unlike others (--negative)."""
-    like = [_parse_example(value, crs, "--positive") for value in positives]
-    unlike = [_parse_example(value, crs, "--negative") for value in negatives]
+    like = [parse_example(value, crs, "--positive") for value in positives]
+    unlike = [parse_example(value, crs, "--negative") for value in negatives]
     out_path = check_output_path(out) if out else None
     if quicklook:
         check_output_path(quicklook, (".png",))
     start = time.perf_counter()
     try:
         with open_archive(store, qdrant_url, api_key, collection) as archive:
-            filters = Filters.of(archive, within=_within(within) if within else None, scenes=scenes, after=after,
+            filters = Filters.of(archive, within=within_region(within) if within else None, scenes=scenes, after=after,
                                  before=before, min_score=min_score)
             query = build_query(archive, bbox=bbox, crs=crs, tile=tile, image=image, query_scene=query_scene,
                                 raster=raster, positives=like, negatives=unlike,
@@ -135,9 +131,9 @@ def search(bbox: tuple | None, crs: str, tile: str | None, image: str | None, qu
                                                      "include_self", "dedup", "out", "as_json", "model_spec",
                                                      "device", "runtime"})
         request = {"bbox": list(bbox) if bbox else None, "crs": crs, "tile_id": tile,
-                   "positives": [_sent(example, "--positive", served) for example in like],
-                   "negatives": [_sent(example, "--negative", served) for example in unlike], "k": k,
-                   "within": list(_within_bounds(within)) if within else None, "scenes": list(scenes),
+                   "positives": [sent_example(example, "--positive", served) for example in like],
+                   "negatives": [sent_example(example, "--negative", served) for example in unlike], "k": k,
+                   "within": list(within_bounds(within)) if within else None, "scenes": list(scenes),
                    "after": after, "before": before, "min_score": min_score, "include_self": include_self,
                    "dedup": dedup}
         frame = gpd.GeoDataFrame.from_features(client.search(request), crs=4326)

@@ -7,26 +7,30 @@ import hmac
 import io
 import json
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
 import rasterio
 import torch
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
+from fastapi import Query as Parameter
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from geosearch import __version__
+from geosearch.change import change, history
+from geosearch.detect import METHODS, Cancelled, Detector, detect
 from geosearch.embed import plan_scenes
 from geosearch.encoder.checkpoint import Checkpoint
 from geosearch.encoder.device import describe_device
@@ -34,7 +38,7 @@ from geosearch.encoder.runtime import load_encoder, runtime_of
 from geosearch.errors import GeosearchError
 from geosearch.export import scenes_frame
 from geosearch.index import archive_grid, archive_stretches, index_scenes
-from geosearch.query import MAX_EXAMPLES, Box, ExampleNames, build_query, tile_pixels
+from geosearch.query import MAX_EXAMPLES, Box, ExampleNames, Query, build_query, tile_pixels
 from geosearch.search import Filters, hits_geojson, search
 from geosearch.service.batcher import BatchedEncoder
 from geosearch.store.archive import Archive, point_id
@@ -83,20 +87,45 @@ class Example(BaseModel):
         return {"bbox": tuple(self.bbox) if self.bbox is not None else None, "crs": self.crs, "tile": self.tile_id}
 
 
-class SearchRequest(Example):
+class ExamplesRequest(Example):
     """A query (a box with its CRS, or a tile id), more examples like the places wanted (positives; without a
-    query, the first is the query) or unlike them (negatives); k; the CLI's filters."""
+    query, the first is the query) or unlike them (negatives), and the CLI's filters."""
 
     positives: list[Example] = []
     negatives: list[Example] = []
-    k: Annotated[int, Field(ge=1, le=1000)] = 20
     within: Annotated[list[float], Field(min_length=4, max_length=4, description="lon/lat box")] | None = None
     scenes: list[Text] = []
     after: Text | None = None
     before: Text | None = None
+
+
+class SearchRequest(ExamplesRequest):
+    k: Annotated[int, Field(ge=1, le=1000)] = 20
     min_score: Annotated[float, Field(ge=-1, le=1)] | None = None
     include_self: bool = False
     dedup: bool = True
+
+
+class DetectRequest(ExamplesRequest):
+    method: Literal[METHODS] = METHODS[0]  # type: ignore[valid-type]
+    threshold: float | None = None
+
+
+class ChangeSide(BaseModel):
+    """One side of a change: scenes (ids or paths) and a date range."""
+
+    scenes: list[Text] = []
+    after: Text | None = None
+    before: Text | None = None
+
+
+class ChangeRequest(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: ChangeSide = Field(alias="from")
+    to: ChangeSide
+    within: Annotated[list[float], Field(min_length=4, max_length=4, description="lon/lat box")] | None = None
+    top: Annotated[int, Field(ge=1)] | None = None
 
 
 class IndexRequest(BaseModel):
@@ -106,19 +135,23 @@ class IndexRequest(BaseModel):
 
 @dataclass
 class Job:
-    """An index job. It ends "failed" when it could index none of its paths (its errors say why), else "done"
-    (with the errors of the paths that failed, if any)."""
+    """A background job: "index" (of `paths`) or "detect". An index job ends "failed" when it could index none of
+    its paths (its errors say why), else "done" (with the errors of the paths that failed, if any). A detect job
+    ends "done" with its places in `result`, "failed", or "cancelled" once asked to stop."""
 
     id: str
-    paths: list[str]
-    state: str = "queued"  # queued, running, done, failed
+    kind: str
+    paths: list[str] = field(default_factory=list)
+    state: str = "queued"  # queued, running, done, failed, cancelled
     tiles_done: int = 0
     tiles_total: int = 0
     summary: dict = field(default_factory=dict)
     errors: list[dict] = field(default_factory=list)
+    result: dict | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "state": self.state, "paths": self.paths,
+        return {"id": self.id, "kind": self.kind, "state": self.state, "paths": self.paths,
                 "progress": {"tiles_done": self.tiles_done, "tiles_total": self.tiles_total},
                 "summary": self.summary, "errors": self.errors}
 
@@ -265,6 +298,29 @@ class Service:
             job.errors.append({"path": None, "error": str(error).split("\n")[0]})
             job.state = "failed"
 
+    def run_detect(self, job: Job, query: Query, method: str, threshold: float | None, filters: Filters) -> None:
+        if job.cancel.is_set():  # cancelled while queued
+            job.state = "cancelled"
+            return
+        job.state = "running"
+
+        def advance(done: int, total: int) -> None:
+            job.tiles_done, job.tiles_total = done, total
+            if job.cancel.is_set():
+                raise Cancelled("cancelled")
+
+        try:
+            frame, detected, detector = detect(self.archive, query, method, threshold, filters, advance)
+            job.result = json.loads(frame.to_json(drop_id=True))
+            job.summary = {"tiles_scored": detected.scored, "tiles_detected": len(detected.tile_ids),
+                           "places": len(frame)} | detector.describe()
+            job.state = "done"
+        except Cancelled:
+            job.state = "cancelled"
+        except Exception as error:  # a job reports its failure; the server goes on
+            job.errors.append({"path": None, "error": str(error).split("\n")[0]})
+            job.state = "failed"
+
 
 def create_app(service: Service, threads: int = THREADS) -> ASGIApp:
     """The API: the token is checked first, then the request-body limit. Up to `threads` requests are worked on
@@ -315,8 +371,7 @@ def create_app(service: Service, threads: int = THREADS) -> ASGIApp:
                 "store": {"location": archive.backend.location, "collection": archive.collection},
                 "scenes": len(archive.scenes()), "tiles": archive.tile_count(), "max_examples": MAX_EXAMPLES}
 
-    @app.post("/search")
-    def search_endpoint(request: SearchRequest) -> JSONResponse:
+    def query_and_filters(request: ExamplesRequest, min_score: float | None = None) -> tuple[Query, Filters]:
         archive = service.archive
         # The query, unless the examples stand in for it (then build_query says what a negative needs).
         first = request.keywords() if request.given() or not (request.positives or request.negatives) else {}
@@ -325,11 +380,46 @@ def create_app(service: Service, threads: int = THREADS) -> ASGIApp:
         within = Box.parse(tuple(request.within)) if request.within else None
         filters = Filters.of(archive, within=within.lonlat() if within else None,
                              scenes=request.scenes, after=request.after, before=request.before,
-                             min_score=request.min_score, prefix="")
+                             min_score=min_score, prefix="")
         query = build_query(archive, **first, positives=positives, negatives=negatives,
                             encoder=lambda: (service.encoder, service.device), names=REQUEST_NAMES)
-        hits = search(archive, query, request.k, filters, request.include_self, request.dedup)
+        return query, filters
+
+    @app.post("/search")
+    def search_endpoint(request: SearchRequest) -> JSONResponse:
+        query, filters = query_and_filters(request, request.min_score)
+        hits = search(service.archive, query, request.k, filters, request.include_self, request.dedup)
         return JSONResponse(hits_geojson(hits, query, filters))
+
+    @app.post("/detect", status_code=202)
+    def detect_endpoint(request: DetectRequest) -> JSONResponse:
+        """Every place like the examples, as a background job: its progress at /jobs/{id}, its places (GeoJSON)
+        at /jobs/{id}/result once done; DELETE /jobs/{id} cancels it. The examples are checked before it starts."""
+        query, filters = query_and_filters(request)
+        Detector.learn(query, request.method, request.threshold)  # too few or inseparable examples: a 400 now
+        job = Job(id=str(uuid.uuid4()), kind="detect")
+        service.jobs[job.id] = job
+        service.executor.submit(service.run_detect, job, query, request.method, request.threshold, filters)
+        return JSONResponse({"job_id": job.id}, status_code=202)
+
+    @app.post("/history")
+    def history_endpoint(request: Example) -> JSONResponse:
+        """The place of a tile or under a box on every date, as `geosearch history --json` prints it."""
+        query = build_query(service.archive, **request.keywords(), encoder=lambda: (service.encoder, service.device),
+                            names=REQUEST_NAMES)
+        return JSONResponse(json.loads(history(service.archive, query).to_json(drop_id=True)))
+
+    @app.post("/change")
+    def change_endpoint(request: ChangeRequest) -> JSONResponse:
+        """The places covered on both sides, the most changed first, as `geosearch change --json` prints them, with
+        what was compared and left out under `report` (a GeoJSON foreign member)."""
+        archive = service.archive
+        within = Box.parse(tuple(request.within)).lonlat() if request.within else None
+        sides = [Filters.of(archive, within=within, scenes=side.scenes, after=side.after, before=side.before,
+                            prefix=f"{name}.") for name, side in (("from", request.from_), ("to", request.to))]
+        frame, report = change(archive, *sides)
+        frame = frame.head(request.top) if request.top else frame
+        return JSONResponse(json.loads(frame.to_json(drop_id=True)) | {"report": report.to_dict()})
 
     @app.get("/stats")
     def stats() -> dict:
@@ -340,7 +430,7 @@ def create_app(service: Service, threads: int = THREADS) -> ASGIApp:
         return JSONResponse(json.loads(scenes_frame(service.archive.scenes()).to_json(drop_id=True)))
 
     @app.get("/tiles/{tile_id}/thumbnail.png", responses={200: {"content": {"image/png": {}}}})
-    def thumbnail(tile_id: str, size: Annotated[int, Query(ge=16, le=512)] = 128) -> Response:
+    def thumbnail(tile_id: str, size: Annotated[int, Parameter(ge=16, le=512)] = 128) -> Response:
         try:
             return Response(service.thumbnail(tile_id, size), media_type="image/png")
         except LookupError as error:
@@ -354,7 +444,7 @@ def create_app(service: Service, threads: int = THREADS) -> ASGIApp:
             return _error(403, str(error))
         except FileNotFoundError as error:
             return _error(404, str(error))
-        job = Job(id=str(uuid.uuid4()), paths=paths)
+        job = Job(id=str(uuid.uuid4()), kind="index", paths=paths)
         service.jobs[job.id] = job
         service.executor.submit(service.run_index, job, request.force)
         return JSONResponse({"job_id": job.id}, status_code=202)
@@ -364,6 +454,27 @@ def create_app(service: Service, threads: int = THREADS) -> ASGIApp:
         job = service.jobs.get(job_id)
         if job is None:
             return _error(404, f"no job {job_id}")
+        return JSONResponse(job.to_dict())
+
+    @app.get("/jobs/{job_id}/result")
+    def job_result(job_id: str) -> JSONResponse:
+        job = service.jobs.get(job_id)
+        if job is None:
+            return _error(404, f"no job {job_id}")
+        if job.result is None:
+            return _error(409, f"job {job_id} has no result ({job.kind} job, {job.state})")
+        return JSONResponse(job.result)
+
+    @app.delete("/jobs/{job_id}")
+    def cancel_job(job_id: str) -> JSONResponse:
+        """Stop a detect job (between pages of tiles); an index job runs to its end, which keeps every scene whole."""
+        job = service.jobs.get(job_id)
+        if job is None:
+            return _error(404, f"no job {job_id}")
+        if job.kind != "detect":
+            return _error(409, f"job {job_id} is an index job, which cannot be cancelled")
+        if job.state in ("queued", "running"):
+            job.cancel.set()
         return JSONResponse(job.to_dict())
 
     return app

@@ -1,5 +1,6 @@
 """The CLI's side of `geosearch serve`: while a server holds the embedded store (one process at a time, as Qdrant
-Edge allows), `index`, `search`, `scenes` and `stats` ask it through its API instead of failing."""
+Edge allows), `index`, `search`, `detect`, `history`, `change`, `scenes` and `stats` ask it through its API
+instead of failing."""
 
 import os
 import time
@@ -57,12 +58,33 @@ class ServiceClient:
         """POST /search with `request` (SearchRequest's fields); the matches as a GeoJSON FeatureCollection."""
         return self._call("POST", "/search", json=request)
 
+    def history(self, request: dict) -> dict:
+        """POST /history (a bbox with its crs, or a tile_id): the place's tiles as a GeoJSON FeatureCollection."""
+        return self._call("POST", "/history", json=request)
+
+    def change(self, request: dict) -> dict:
+        """POST /change (ChangeRequest's fields): the places as a GeoJSON FeatureCollection, with its `report`."""
+        return self._call("POST", "/change", json=request)
+
     def index(self, paths: list[str], force: bool, on_progress: Callable[[int, int], None]) -> dict:
         """Run an index job and wait for its end, reporting (tiles done, tiles in all) as it goes; the job."""
         job_id = self._call("POST", "/index", json={"paths": paths, "force": force})["job_id"]
+        return self._wait(job_id, on_progress)
+
+    def detect(self, request: dict, on_progress: Callable[[int, int], None]) -> tuple[dict, dict]:
+        """Run a detect job (DetectRequest's fields) and wait for its end; the job and its places (GeoJSON). A job
+        that failed or was cancelled is an error."""
+        job_id = self._call("POST", "/detect", json=request)["job_id"]
+        job = self._wait(job_id, on_progress)
+        if job["state"] != "done":
+            reason = job["errors"][0]["error"] if job["errors"] else job["state"]
+            raise GeosearchError(f"{self.url}: detect job {job_id} {job['state']}: {reason}")
+        return job, self._call("GET", f"/jobs/{job_id}/result")
+
+    def _wait(self, job_id: str, on_progress: Callable[[int, int], None]) -> dict:
         while True:
             job = self._call("GET", f"/jobs/{job_id}")
             on_progress(job["progress"]["tiles_done"], job["progress"]["tiles_total"])
-            if job["state"] in ("done", "failed"):
+            if job["state"] in ("done", "failed", "cancelled"):
                 return job
             time.sleep(JOB_POLL_SECONDS)

@@ -200,6 +200,16 @@ class Archive:
     def tiles(self, scene_id: str) -> Iterator[tuple[str, dict]]:
         return self.backend.scroll(self.collection, where(Match("scene_id", scene_id)))
 
+    def find_tiles(self, where: Filter) -> Iterator[tuple[str, dict]]:
+        """The served tiles that pass `where`: their ids and payloads."""
+        return self.backend.scroll(self.collection, SERVED & where)
+
+    def vector_pages(self, where: Filter | None = None,
+                     page: int = 1000) -> Iterator[tuple[list[str], np.ndarray, list[dict]]]:
+        """The served tiles that pass `where`, a page at a time (ids, vectors, payloads): the whole archive in
+        bounded memory."""
+        return self.backend.scroll_vectors(self.collection, SERVED & where if where else SERVED, page)
+
     def optimize(self) -> bool:
         """Build HNSW where the store's rule calls for it (store/backend.py); True if anything was built."""
         return self.backend.optimize(self.collection)

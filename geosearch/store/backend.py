@@ -47,6 +47,11 @@ class Backend(Protocol):
 
     def scroll(self, name: str, where: Filter | None = None, page: int = 1000) -> Iterator[tuple[str, dict]]: ...
 
+    def scroll_vectors(self, name: str, where: Filter | None = None,
+                       page: int = 1000) -> Iterator[tuple[list[str], np.ndarray, list[dict]]]:
+        """The points that pass `where` a page at a time: their ids, vectors (page × dim) and payloads."""
+        ...
+
     def payloads(self, name: str, ids: list[str]) -> dict[str, dict]: ...
 
     def points(self, name: str, ids: list[str]) -> dict[str, tuple[np.ndarray, dict]]:
@@ -77,6 +82,24 @@ class Backend(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+class PagedScroll:
+    """`scroll` and `scroll_vectors` for a backend that reads the points passing a filter a page of records at a
+    time (`_pages`; records as qdrant-client and Qdrant Edge both give them: id, payload, vector)."""
+
+    def _pages(self, name: str, where: Filter | None, page: int, vectors: bool) -> Iterator[list]:
+        raise NotImplementedError
+
+    def scroll(self, name: str, where: Filter | None = None, page: int = 1000) -> Iterator[tuple[str, dict]]:
+        for records in self._pages(name, where, page, vectors=False):
+            yield from ((str(r.id), r.payload or {}) for r in records)
+
+    def scroll_vectors(self, name: str, where: Filter | None = None,
+                       page: int = 1000) -> Iterator[tuple[list[str], np.ndarray, list[dict]]]:
+        for records in self._pages(name, where, page, vectors=True):
+            yield ([str(r.id) for r in records], np.array([r.vector for r in records], dtype=np.float32),
+                   [r.payload or {} for r in records])
 
 
 def free_bytes_at(path: Path) -> int:

@@ -7,7 +7,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from geosearch.errors import GeosearchError
-from geosearch.store.backend import HNSW_EF, Hit, free_bytes_at
+from geosearch.store.backend import HNSW_EF, Hit, PagedScroll, free_bytes_at
 from geosearch.store.filters import DateRange, Filter, GeoBox, HasId, Match, MatchAny, Range
 
 _SCHEMAS = {"keyword": models.PayloadSchemaType.KEYWORD, "integer": models.PayloadSchemaType.INTEGER,
@@ -41,7 +41,7 @@ def _filter(where: Filter | None) -> models.Filter | None:
                          must_not=[_condition(c) for c in where.must_not] or None)
 
 
-class ClientBackend:
+class ClientBackend(PagedScroll):
     def __init__(self, client: QdrantClient, location: str, local_path: Path | None = None):
         self.client, self.location, self.local_path = client, location, local_path
 
@@ -83,12 +83,13 @@ class ClientBackend:
     def count(self, name: str, where: Filter | None = None) -> int:
         return self.client.count(name, count_filter=_filter(where), exact=True).count
 
-    def scroll(self, name: str, where: Filter | None = None, page: int = 1000) -> Iterator[tuple[str, dict]]:
+    def _pages(self, name: str, where: Filter | None, page: int, vectors: bool) -> Iterator[list]:
         offset = None
         while True:
             records, offset = self.client.scroll(name, scroll_filter=_filter(where), limit=page, offset=offset,
-                                                 with_payload=True, with_vectors=False)
-            yield from ((str(r.id), r.payload or {}) for r in records)
+                                                 with_payload=True, with_vectors=vectors)
+            if records:
+                yield records
             if offset is None:
                 return
 

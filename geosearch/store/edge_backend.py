@@ -13,7 +13,7 @@ import numpy as np
 import qdrant_edge as edge
 
 from geosearch.errors import GeosearchError
-from geosearch.store.backend import HNSW_EF, HNSW_MIN_TILES, Hit, free_bytes_at
+from geosearch.store.backend import HNSW_EF, HNSW_MIN_TILES, Hit, PagedScroll, free_bytes_at
 from geosearch.store.filters import DateRange, Filter, GeoBox, HasId, Match, MatchAny, Range
 
 _SCHEMAS = {"keyword": edge.PayloadSchemaType.Keyword, "integer": edge.PayloadSchemaType.Integer,
@@ -119,7 +119,7 @@ def reserve_mapped_files(root: Path, location: str) -> None:
         ) from None
 
 
-class EdgeBackend:
+class EdgeBackend(PagedScroll):
     def __init__(self, root: Path):
         self.root = root
         self.location = str(root.parent)
@@ -162,18 +162,19 @@ class EdgeBackend:
     def count(self, name: str, where: Filter | None = None) -> int:
         return self._shard(name).count(edge.CountRequest(filter=_filter(where), exact=True))
 
-    def scroll(self, name: str, where: Filter | None = None, page: int = 1000) -> Iterator[tuple[str, dict]]:
+    def _pages(self, name: str, where: Filter | None, page: int, vectors: bool) -> Iterator[list]:
         offset = None
         while True:
-            records, offset = self._scroll_page(name, where, page, offset)
-            yield from ((str(r.id), r.payload or {}) for r in records)
+            records, offset = self._scroll_page(name, where, page, offset, vectors)
+            if records:
+                yield records
             if offset is None:
                 return
 
     @_engine
-    def _scroll_page(self, name: str, where: Filter | None, page: int, offset):
+    def _scroll_page(self, name: str, where: Filter | None, page: int, offset, vectors: bool):
         return self._shard(name).scroll(edge.ScrollRequest(
-            limit=page, offset=offset, filter=_filter(where), with_payload=True, with_vector=False))
+            limit=page, offset=offset, filter=_filter(where), with_payload=True, with_vector=vectors))
 
     @_engine
     def payloads(self, name: str, ids: list[str]) -> dict[str, dict]:

@@ -4,16 +4,17 @@ requests, which do not wait, for the interface thread."""
 
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any, Optional
 from urllib.parse import quote
 
 from qgis.core import QgsApplication, QgsBlockingNetworkRequest, QgsFeedback, QgsNetworkAccessManager
-from qgis.PyQt.QtCore import QTimer, QUrl
+from qgis.PyQt.QtCore import QThread, QTimer, QUrl
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
 CANCEL_POLL_MS = 50  # how soon a cancelled task's request is aborted
+JOB_POLL_MS = 500  # how often a background job's progress is asked for
 
 
 class ServiceError(Exception):
@@ -33,6 +34,39 @@ class Client:
     def search(self, body: dict, feedback: Optional[QgsFeedback] = None) -> dict:
         """POST /search: the matches as a GeoJSON FeatureCollection in EPSG:4326."""
         return json.loads(self._call("POST", "/search", body, feedback))
+
+    def detect(self, body: dict, feedback: Optional[QgsFeedback] = None,
+               on_progress: Optional[Callable[[float], None]] = None) -> dict:
+        """POST /detect, then its job until it ends, its progress (0–100) to `on_progress`; the places as a GeoJSON
+        FeatureCollection in EPSG:4326. Cancelled through `feedback`, the job is cancelled on the server too."""
+        job_id = json.loads(self._call("POST", "/detect", body, feedback))["job_id"]
+        try:
+            while True:
+                job = json.loads(self._call("GET", f"/jobs/{quote(job_id)}", feedback=feedback))
+                done, total = job["progress"]["tiles_done"], job["progress"]["tiles_total"]
+                if on_progress is not None and total:
+                    on_progress(100 * done / total)
+                if job["state"] == "done":
+                    return json.loads(self._call("GET", f"/jobs/{quote(job_id)}/result", feedback=feedback))
+                if job["state"] in ("failed", "cancelled"):
+                    reason = job["errors"][0]["error"] if job["errors"] else job["state"]
+                    raise ServiceError(f"finding the places {job['state']}: {reason}")
+                QThread.msleep(JOB_POLL_MS)
+                if feedback is not None and feedback.isCanceled():
+                    raise ServiceError("cancelled")
+        except ServiceError:
+            if feedback is not None and feedback.isCanceled():
+                with suppress(ServiceError):  # the server stops scoring for no one, if it can still be reached
+                    self._call("DELETE", f"/jobs/{quote(job_id)}")
+            raise
+
+    def history(self, body: dict, feedback: Optional[QgsFeedback] = None) -> dict:
+        """POST /history: a place's tiles on every date, oldest first, as a GeoJSON FeatureCollection."""
+        return json.loads(self._call("POST", "/history", body, feedback))
+
+    def change(self, body: dict, feedback: Optional[QgsFeedback] = None) -> dict:
+        """POST /change: the places covered on both sides, the most changed first (GeoJSON, with `report`)."""
+        return json.loads(self._call("POST", "/change", body, feedback))
 
     def scenes(self, feedback: Optional[QgsFeedback] = None) -> dict:
         """The archive's scene footprints as a GeoJSON FeatureCollection in EPSG:4326."""
@@ -64,6 +98,8 @@ class Client:
             if method == "POST":
                 request.setHeader(QNetworkRequest.ContentTypeHeader, "application/json")
                 code = blocking.post(request, json.dumps(body).encode(), True, cancel)
+            elif method == "DELETE":
+                code = blocking.deleteResource(request, cancel)
             else:
                 code = blocking.get(request, True, cancel)
         reply = blocking.reply()

@@ -1,6 +1,6 @@
 """The dock: the server's status line, the matches with their thumbnails (a click zooms to one), the examples the
-user marked among them for the next search, and the buttons that export them or add the archive's scene footprints;
-plus the settings dialog."""
+user marked among them for the next search, a time strip of the selected match's place on other dates, and the
+buttons that export them or add the archive's scene footprints; plus the settings dialog."""
 
 from collections.abc import Sequence
 from typing import Callable, Optional
@@ -64,12 +64,27 @@ class MatchesDock(QgsDockWidget):
         self.setMinimumWidth(MINIMUM_WIDTH)
         self.table.cellClicked.connect(lambda row, _: self.zoom_to(row))
 
-        # The plugin connects these: the marks are its, kept for "Search again" until the next drag.
+        # The plugin connects these: the marks are its, kept for "Search again" and "Find all like these" until the
+        # next drag.
         self.more_button, self.fewer_button = QPushButton("More like this"), QPushButton("Not like this")
         self.examples = QListWidget()  # one line per marked match, its tile id kept with it
         self.examples.setMaximumHeight(90)
         self.remove_button, self.clear_button = QPushButton("Remove"), QPushButton("Clear")
         self.again_button = QPushButton("Search again")
+        self.find_all_button = QPushButton("Find all like these")
+        self.find_all_button.setToolTip("Every place in the archive like the box and the marks marked more like this, "
+                                        "and unlike those marked not like this, as a layer of polygons")
+        self.dates_button = QPushButton("Other dates")
+        self.dates_button.setToolTip("The selected match's place in every scene, oldest first")
+        # The place on every date, left to right: its picture, day and similarity to the match; its tile id kept.
+        self.time_strip = QListWidget()
+        self.time_strip.setViewMode(QListWidget.IconMode)
+        self.time_strip.setFlow(QListWidget.LeftToRight)
+        self.time_strip.setWrapping(False)
+        self.time_strip.setIconSize(QSize(64, 64))
+        self.time_strip.setMaximumHeight(118)
+        self.time_strip.hide()
+        self.steps: dict[str, QListWidgetItem] = {}
 
         self.export_button = QPushButton("Export…")
         self.export_button.setEnabled(False)
@@ -83,7 +98,9 @@ class MatchesDock(QgsDockWidget):
         layout.addWidget(self.table)
         layout.addLayout(row_of(self.more_button, self.fewer_button))
         layout.addWidget(self.examples)
-        layout.addLayout(row_of(self.remove_button, self.clear_button, self.again_button))
+        layout.addLayout(row_of(self.remove_button, self.clear_button))
+        layout.addLayout(row_of(self.again_button, self.find_all_button, self.dates_button))
+        layout.addWidget(self.time_strip)
         layout.addWidget(self.message)
         layout.addLayout(row_of(self.export_button, scenes_button, settings_button))
         body = QWidget()
@@ -113,6 +130,25 @@ class MatchesDock(QgsDockWidget):
         pixmap = QPixmap()
         if tile_id in self.pictures and pixmap.loadFromData(png):
             self.pictures[tile_id].setIcon(QIcon(pixmap))
+
+    def show_history(self, collection: dict) -> None:
+        """The time strip: one item per date of the place, its picture left for show_step_thumbnail."""
+        self.time_strip.clear()
+        self.steps = {}
+        for feature in collection["features"]:
+            step = feature["properties"]
+            day = (step["acquired"] or "undated")[:10]
+            item = QListWidgetItem(f"{day}\n{step['score']:.3f}")
+            item.setData(Qt.UserRole, step["tile_id"])
+            item.setToolTip(str(step["scene_path"]))
+            self.time_strip.addItem(item)
+            self.steps[step["tile_id"]] = item
+        self.time_strip.setVisible(bool(self.steps))
+
+    def show_step_thumbnail(self, tile_id: str, png: bytes) -> None:
+        pixmap = QPixmap()
+        if tile_id in self.steps and pixmap.loadFromData(png):
+            self.steps[tile_id].setIcon(QIcon(pixmap))
 
     def selected_match(self) -> Optional[QgsFeature]:
         """The match of the table's selected row, to mark; None when no row is selected or its layer is gone."""

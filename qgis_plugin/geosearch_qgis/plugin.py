@@ -1,6 +1,8 @@
 """The plugin: a toolbar button and menu entry arm a map tool; the box dragged on the map goes to `geosearch
 serve` in a background task; the matches come back as layers and in the dock, whose pictures then fill in. Matches
-marked in the dock as like or unlike the places wanted go with the same box when the user searches again."""
+marked in the dock as like or unlike the places wanted go with the same box when the user searches again, or asks
+for every place like them ("Find all like these": a job on the server, its places a polygon layer). "Other dates"
+shows a match's place in every scene as a time strip; "Change between dates…" opens the Processing algorithm."""
 
 from pathlib import Path
 from typing import Optional
@@ -15,7 +17,7 @@ from qgis.PyQt.QtWidgets import QAction, QFileDialog
 from .algorithm import ICON, Provider
 from .client import Client
 from .dock import MatchesDock, SettingsDialog, scene_name
-from .layers import export_layer, matches_layer, query_layer, replace_layer, scenes_layer
+from .layers import export_layer, matches_layer, places_layer, query_layer, replace_layer, scenes_layer
 from .settings import Example, Settings, export_folder, remember_export_folder
 from .tasks import ServiceTask, Thumbnails
 
@@ -29,7 +31,9 @@ class GeosearchPlugin:
         self.settings = Settings.load()
         self.tasks: list = []  # running tasks, kept alive until they report
         self.searching: Optional[ServiceTask] = None
+        self.finding: Optional[ServiceTask] = None  # the running "Find all like these"
         self.thumbnails: Optional[Thumbnails] = None  # the latest matches' pictures, coming into the dock
+        self.step_thumbnails: Optional[Thumbnails] = None  # the time strip's
         self.matches = None  # the latest matches layer
         self.provider: Optional[Provider] = None
         self.query: Optional[tuple[QgsRectangle, QgsCoordinateReferenceSystem]] = None  # the last box dragged
@@ -50,8 +54,10 @@ class GeosearchPlugin:
         self.find_action.triggered.connect(self.activate)
         self.settings_action = QAction("geosearch settings…", window)
         self.settings_action.triggered.connect(self.edit_settings)
+        self.change_action = QAction("Change between dates…", window)
+        self.change_action.triggered.connect(self.change_dialog)
         self.iface.addToolBarIcon(self.find_action)
-        for action in (self.find_action, self.settings_action):
+        for action in (self.find_action, self.change_action, self.settings_action):
             self.iface.addPluginToMenu(MENU, action)
 
         self.tool = QgsMapToolExtent(self.canvas)
@@ -64,6 +70,8 @@ class GeosearchPlugin:
         self.dock.remove_button.clicked.connect(self.unmark)
         self.dock.clear_button.clicked.connect(lambda: self.set_examples([]))
         self.dock.again_button.clicked.connect(self.search_again)
+        self.dock.find_all_button.clicked.connect(self.find_all)
+        self.dock.dates_button.clicked.connect(self.other_dates)
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
         self.dock.hide()
 
@@ -73,7 +81,7 @@ class GeosearchPlugin:
         self.stop_thumbnails()
         if self.canvas.mapTool() is self.tool:
             self.canvas.unsetMapTool(self.tool)
-        for action in (self.find_action, self.settings_action):
+        for action in (self.find_action, self.change_action, self.settings_action):
             self.iface.removePluginMenu(MENU, action)
         self.iface.removeToolBarIcon(self.find_action)
         self.iface.removeDockWidget(self.dock)
@@ -102,6 +110,39 @@ class GeosearchPlugin:
             self.report("drag a box on the map first: searching again needs a query", Qgis.Warning)
             return
         self._search()
+
+    def find_all(self) -> None:
+        """Every place in the archive like the last box and the matches marked like it, and unlike those marked
+        unlike it: a job on the server whose places become a polygon layer. One at a time: a running one is
+        cancelled first, on the server too."""
+        if self.query is None:
+            self.report("drag a box on the map first: finding places like it needs a query", Qgis.Warning)
+            return
+        if self.finding is not None:
+            self.finding.cancel()
+        box, crs = self.query
+        client, body = self.settings.client(), self.settings.examples_body(box, crs, self.examples)
+        self.dock.message.setText("finding every place like these…")
+        self.finding = ServiceTask("geosearch: find all like these",
+                                   lambda task: client.detect(body, task.feedback, task.setProgress),
+                                   lambda task: self._show_places(task, client))
+        self._start(self.finding)
+
+    def change_dialog(self) -> None:
+        """Processing's own dialog for the change algorithm: its parameters, its progress and its log."""
+        import processing  # QGIS's Processing plugin, loaded by then
+
+        processing.execAlgorithmDialog("geosearch:changebetweendates")
+
+    def other_dates(self) -> None:
+        """The selected match's place in every scene, oldest first, in the dock's time strip with its pictures."""
+        match = self.dock.selected_match()
+        if match is None:
+            self.dock.message.setText("select a match in the table first")
+            return
+        client, body = self.settings.client(), {"tile_id": match["tile_id"]}
+        self._start(ServiceTask("geosearch: other dates", lambda task: client.history(body, task.feedback),
+                                lambda task: self._show_history(task, client)))
 
     def mark(self, positive: bool) -> None:
         """Keep the selected match as an example for the next search (marked again, it changes sign), as many as
@@ -143,8 +184,9 @@ class GeosearchPlugin:
 
     def stop_thumbnails(self) -> None:
         """The pictures still to come are for rows that are about to go (a new search) or that no one sees."""
-        if self.thumbnails is not None:
-            self.thumbnails.cancel()
+        for thumbnails in (self.thumbnails, self.step_thumbnails):
+            if thumbnails is not None:
+                thumbnails.cancel()
 
     def check_server(self) -> None:
         """Say in the dock which model and device the server runs, or that it cannot be reached."""
@@ -210,6 +252,28 @@ class GeosearchPlugin:
         tile_ids = [feature["properties"]["tile_id"] for feature in task.value["features"]]
         self.stop_thumbnails()  # an earlier search's, if it answered before its cancel landed
         self.thumbnails = Thumbnails(client, tile_ids, self.dock.show_thumbnail)
+
+    def _show_places(self, task: ServiceTask, client: Client) -> None:
+        latest = task is self.finding
+        if latest:
+            self.finding = None
+        if not self._finish(task):
+            if latest and task.error == "cancelled":
+                self.dock.message.setText("finding places cancelled")
+            return
+        places = replace_layer(places_layer(task.value), QgsProject.instance())
+        tiles = sum(feature["tiles"] for feature in places.getFeatures())
+        self.dock.message.setText(f"{places.featureCount()} place(s) of {tiles} tile(s) from {client.url}")
+
+    def _show_history(self, task: ServiceTask, client: Client) -> None:
+        if not self._finish(task):
+            return
+        self.dock.show_history(task.value)
+        if self.step_thumbnails is not None:
+            self.step_thumbnails.cancel()
+        tile_ids = [feature["properties"]["tile_id"] for feature in task.value["features"]]
+        self.step_thumbnails = Thumbnails(client, tile_ids, self.dock.show_step_thumbnail)
+        self.dock.message.setText(f"{len(tile_ids)} date(s) of this place")
 
     def _show_health(self, task: ServiceTask) -> None:
         """The server's line of the dock: its model and device, or why it cannot be reached (there only)."""

@@ -96,11 +96,15 @@ class Settings:
 
     def search_body(self, box: QgsRectangle, crs: QgsCoordinateReferenceSystem, k: Optional[int] = None,
                     examples: Sequence[Example] = ()) -> dict:
-        """The POST /search body for a box drawn in `crs`, sent as its authority id (WKT when it has none), with the
-        marked matches as positives and negatives by tile id."""
+        """The POST /search body: the examples' (examples_body), k and de-duplication."""
+        return self.examples_body(box, crs, examples) | {"k": k or self.k, "dedup": self.dedup}
+
+    def examples_body(self, box: QgsRectangle, crs: QgsCoordinateReferenceSystem,
+                      examples: Sequence[Example] = ()) -> dict:
+        """What POST /search and POST /detect share: a box drawn in `crs`, sent as its authority id (WKT when it has
+        none), with the marked matches as positives and negatives by tile id, and the date filters."""
         body = {"bbox": [box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()],
-                "crs": crs.authid() or crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED),
-                "k": k or self.k, "dedup": self.dedup}
+                "crs": crs.authid() or crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED)}
         for key, positive in (("positives", True), ("negatives", False)):
             chosen = [{"tile_id": example.tile_id} for example in examples if example.positive == positive]
             if chosen:

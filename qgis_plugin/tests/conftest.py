@@ -73,6 +73,14 @@ class Server:
         with urllib.request.urlopen(request, timeout=60) as answer:
             return json.loads(answer.read())
 
+    def detect(self, body: dict) -> dict:
+        """POST /detect and its job's places, once it is done."""
+        job_id = self.post("/detect", body)["job_id"]
+        deadline = time.monotonic() + 60
+        while self.get(f"/jobs/{job_id}")["state"] in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.get(f"/jobs/{job_id}/result")
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
@@ -236,6 +244,7 @@ def process_events_until(done: Callable[[], bool], timeout: float) -> bool:
 def wait_for(plugin, timeout: float = 120) -> None:
     """Let the plugin's tasks run and report on this (the interface) thread, and the thumbnails it asks for come."""
     def done() -> bool:
-        return not plugin.tasks and not (plugin.thumbnails and plugin.thumbnails.busy())
+        return not plugin.tasks and not any(pictures and pictures.busy()
+                                            for pictures in (plugin.thumbnails, plugin.step_thumbnails))
 
     assert process_events_until(done, timeout), "the plugin's tasks or thumbnails did not finish"

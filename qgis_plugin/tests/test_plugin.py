@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import zipfile
 from pathlib import Path
 
@@ -20,9 +21,11 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsDataProvider,
+    QgsFeature,
     QgsGeometry,
     QgsNetworkAccessManager,
     QgsPointXY,
+    QgsProcessingException,
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
@@ -39,7 +42,7 @@ import geosearch_qgis
 from conftest import REPO, SCENES, free_port, process_events_until, wait_for
 from geosearch_qgis.client import Client, ServiceError
 from geosearch_qgis.dock import SettingsDialog
-from geosearch_qgis.layers import MATCH_FIELDS, MATCHES, QUERY, export_layer
+from geosearch_qgis.layers import MATCH_FIELDS, MATCHES, PLACES, QUERY, export_layer
 from geosearch_qgis.layers import SCENES as SCENES_LAYER
 from geosearch_qgis.settings import Settings
 from geosearch_qgis.tasks import THUMBNAILS_AT_ONCE
@@ -425,6 +428,118 @@ def test_a_32nd_mark_is_refused(plugin, server):
     plugin.dock.again_button.click()  # the server takes the query and 31 marks
     wait_for(plugin)
     assert plugin.dock.message.text().endswith(f"match(es) from {server.url}"), plugin.dock.message.text()
+
+
+def place_keys(features) -> list:
+    return [(f["detection"], f["best_tile_id"], f["tiles"], round(f["area_m2"])) for f in features]
+
+
+def test_find_all_like_these_adds_the_places_the_server_finds(plugin, server):
+    """The last box and the marks go to POST /detect as a background job; its places become a polygon layer."""
+    plugin.dock.show()
+    plugin.dock.find_all_button.click()
+    assert "drag a box on the map first" in plugin.dock.message.text() and plugin.finding is None
+    layer = search_by_drag(plugin)
+    drawn = json.loads(next(layer.getFeatures())["query"])
+    positive, negative = mark_rank(plugin, 2, positive=True), mark_rank(plugin, K, positive=False)
+    plugin.dock.find_all_button.click()
+    wait_for(plugin)
+    (places,) = QgsProject.instance().mapLayersByName(PLACES)
+    direct = server.detect({"bbox": drawn["bbox"], "crs": drawn["crs"], "positives": [{"tile_id": positive}],
+                            "negatives": [{"tile_id": negative}]})
+    assert direct["features"] and place_keys(places.getFeatures()) == place_keys(
+        f["properties"] for f in direct["features"])
+    tiles = sum(f["properties"]["tiles"] for f in direct["features"])
+    assert plugin.dock.message.text() == f"{len(direct['features'])} place(s) of {tiles} tile(s) from {server.url}"
+    assert places.crs().authid() == "EPSG:4326" and places.renderer().type() == "graduatedSymbol"
+
+    # Cancelled at once: said so, and the last places stay.
+    plugin.dock.find_all_button.click()
+    plugin.finding.cancel()
+    wait_for(plugin)
+    assert plugin.dock.message.text() == "finding places cancelled"
+    assert QgsProject.instance().mapLayersByName(PLACES) == [places]
+
+
+def test_processing_finds_all_places_like_the_example_layers(plugin, server):
+    import processing
+
+    matches = search_by_drag(plugin)
+    footprints = {f["rank"]: f.geometry() for f in matches.getFeatures()}
+
+    def polygons(*ranks: int) -> QgsVectorLayer:
+        layer = QgsVectorLayer("Polygon?crs=EPSG:4326", "examples", "memory")
+        for rank in ranks:
+            feature = QgsFeature()
+            feature.setGeometry(footprints[rank])
+            layer.dataProvider().addFeature(feature)
+        return layer
+
+    def box(rank: int) -> dict:
+        bounds = footprints[rank].boundingBox()
+        return {"bbox": [bounds.xMinimum(), bounds.yMinimum(), bounds.xMaximum(), bounds.yMaximum()],
+                "crs": "EPSG:4326"}
+
+    Settings(url=plugin.settings.url).save()  # the algorithm reads the saved settings
+    result = processing.run("geosearch:findalllikethese", {
+        "POSITIVES": polygons(1, 3), "NEGATIVES": polygons(K), "METHOD": 0, "OUTPUT": "memory:"})
+    direct = server.detect({"positives": [box(1), box(3)], "negatives": [box(K)], "method": "score"})
+    assert direct["features"] and place_keys(result["OUTPUT"].getFeatures()) == place_keys(
+        f["properties"] for f in direct["features"])
+    with pytest.raises(QgsProcessingException, match="too few to learn a threshold"):
+        processing.run("geosearch:findalllikethese", {"POSITIVES": polygons(1), "METHOD": 0, "OUTPUT": "memory:"})
+
+
+def history_or_none(server, tile_id: str):
+    try:
+        return server.post("/history", {"tile_id": tile_id})["features"]
+    except urllib.error.HTTPError:  # a tile off the archive's lattice (a shifted edge tile) has no place
+        return None
+
+
+def test_other_dates_fill_the_time_strip(plugin, server):
+    """A match's place in every scene, oldest first, each with its day, similarity and picture; a match with no
+    place (an edge tile off the lattice) says so in the dock."""
+    plugin.dock.show()
+    search_by_drag(plugin)
+    plugin.dock.table.clearSelection()
+    plugin.dock.dates_button.click()
+    assert plugin.dock.message.text() == "select a match in the table first"
+    histories = [history_or_none(server, tile_id) for tile_id in row_tile_ids(plugin)]
+    placeless = next((row for row, steps in enumerate(histories) if steps is None), None)
+    if placeless is not None:
+        plugin.dock.table.selectRow(placeless)
+        plugin.dock.dates_button.click()
+        wait_for(plugin)
+        assert "the query lies on no place of the archive's aligned grid" in plugin.dock.message.text()
+    row, steps = next((row, steps) for row, steps in enumerate(histories) if steps is not None)
+    plugin.dock.table.selectRow(row)
+    plugin.dock.dates_button.click()
+    wait_for(plugin)
+    strip = plugin.dock.time_strip
+    assert strip.isVisible() and strip.count() == len(steps) >= 1, plugin.dock.message.text()
+    for row, step in enumerate(steps):
+        item = strip.item(row)
+        assert item.data(Qt.UserRole) == step["properties"]["tile_id"] and not item.icon().isNull()
+        assert item.text() == f"{step['properties']['acquired'][:10]}\n{step['properties']['score']:.3f}"
+    assert plugin.dock.message.text() == f"{len(steps)} date(s) of this place"
+
+
+def test_processing_grades_the_change_between_two_scenes(plugin, server):
+    import processing
+
+    a, b = (str(path) for path in SCENES if "224077" in path.name or "224078" in path.name)
+    Settings(url=plugin.settings.url).save()  # the algorithm reads the saved settings
+    result = processing.run("geosearch:changebetweendates", {"FROM_SCENES": a, "TO_SCENES": b, "TOP": 5,
+                                                             "OUTPUT": "memory:"})
+    direct = server.post("/change", {"from": {"scenes": [a]}, "to": {"scenes": [b]}, "top": 5})["features"]
+    output = result["OUTPUT"]
+    assert output.featureCount() == len(direct) == 5 and output.crs().authid() == "EPSG:4326"
+    assert [(f["rank"], f["place_id"], round(f["change"], 5)) for f in output.getFeatures()] == [
+        (f["properties"]["rank"], f["properties"]["place_id"], round(f["properties"]["change"], 5)) for f in direct]
+    with pytest.raises(QgsProcessingException, match="on both sides"):
+        processing.run("geosearch:changebetweendates", {"FROM_SCENES": a, "TO_SCENES": f"{b}; {a}",
+                                                        "OUTPUT": "memory:"})
 
 
 def test_processing_gives_the_same_features(plugin):
