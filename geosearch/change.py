@@ -11,7 +11,7 @@ look.
   covered on one side only, and tiles with no place id (scene grids, shifted edge tiles), are counted as left out.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import geopandas as gpd
 import numpy as np
@@ -54,8 +54,9 @@ def history(archive: Archive, query: Query) -> gpd.GeoDataFrame:
     elif query.footprint is not None:
         place = place_under(archive, query.footprint)
     if place is None:
-        raise GeosearchError("the query lies on no place of the archive's aligned grid (a picture, a tile cut on a "
-                             "scene's own grid, or ground no indexed tile covers): it has no other dates")
+        raise GeosearchError("the query lies on no place of the archive's aligned grid (a picture, an edge tile "
+                             "shifted off the lattice, a tile of a scene cut on its own grid, or ground no indexed "
+                             "tile covers): it has no other dates")
     rows, shapes = [], []
     for ids, vectors, payloads in archive.vector_pages(where(Match("place_id", place))):
         for tile_id, vector, payload in zip(ids, vectors, payloads, strict=True):
@@ -114,13 +115,13 @@ class ChangeReport:
     off_lattice_to: int
 
     def to_dict(self) -> dict:
-        return self.__dict__.copy()
+        return asdict(self)
 
 
-def change(archive: Archive, before: Filters, after: Filters) -> tuple[gpd.GeoDataFrame, ChangeReport]:
+def change(archive: Archive, from_side: Filters, to_side: Filters) -> tuple[gpd.GeoDataFrame, ChangeReport]:
     """Every place covered on both sides, the most changed first: `change` is the cosine distance (1 − cosine)
     between its vectors on the two sides, from 0 (the same) to 2."""
-    sides = Side.read(archive, before), Side.read(archive, after)
+    sides = Side.read(archive, from_side), Side.read(archive, to_side)
     for name, side in zip(("from", "to"), sides, strict=True):
         if not side.scenes:
             raise GeosearchError(f"the {name} side holds no tile: no indexed scene matches its scenes, dates or region")

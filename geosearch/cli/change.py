@@ -11,7 +11,7 @@ from geosearch.change import change as change_places
 from geosearch.change import history as place_history
 from geosearch.cli.main import cli
 from geosearch.cli.options import open_archive, query_model_options, store_options, through_server
-from geosearch.cli.search import within_bounds, within_region
+from geosearch.cli.search import served_within, within_region
 from geosearch.errors import GeosearchError, StoreServed
 from geosearch.export import check_output_path, write_features
 from geosearch.query import build_query, encoder_for
@@ -100,12 +100,9 @@ def change(from_: tuple[str, ...], to: tuple[str, ...], within: str | None, top:
                                           side_filters(archive, to, "--to", within))
         frame, report = frame.head(top) if top else frame, report.to_dict()
     except StoreServed as served:
-        if within and Path(within).exists():
-            raise GeosearchError(f"{served.url}: the geosearch serve holding the store takes --within as a lon/lat "
-                                 "box only, not a polygon file") from None
         client = through_server(served, collection, {"from_", "to", "within", "top", "out", "as_json"})
         answer = client.change({"from": served_side(from_, "--from"), "to": served_side(to, "--to"),
-                                "within": list(within_bounds(within)) if within else None, "top": top})
+                                "within": served_within(within, served), "top": top})
         frame, report = gpd.GeoDataFrame.from_features(answer, crs=4326), answer["report"]
     write_and_print(frame, out_path, as_json,
                     "{rank:>5}  {change:.4f}  {acquired_from:.10} → {acquired_to:.10}  {tile_id_to}", report)

@@ -1,7 +1,6 @@
 """`geosearch detect`: every place in the archive like the examples, as polygons."""
 
 import time
-from pathlib import Path
 
 import click
 import geopandas as gpd
@@ -9,10 +8,10 @@ from rich.progress import Progress
 
 from geosearch.cli.main import PROGRESS_COLUMNS, cli, stderr
 from geosearch.cli.options import open_archive, query_model_options, store_options, through_server
-from geosearch.cli.search import parse_example, sent_example, within_bounds, within_region
+from geosearch.cli.search import parse_example, sent_example, served_within, within_region
 from geosearch.detect import METHODS
 from geosearch.detect import detect as detect_places
-from geosearch.errors import GeosearchError, StoreServed
+from geosearch.errors import StoreServed
 from geosearch.export import check_output_path, write_features
 from geosearch.query import build_query, encoder_for
 from geosearch.search import Filters
@@ -67,9 +66,6 @@ def detect(bbox: tuple | None, crs: str, tile: str | None, positives: tuple[str,
                 frame, detected, _ = detect_places(archive, query, method, threshold, filters, advance)
                 scored = detected.scored
         except StoreServed as served:
-            if within and Path(within).exists():
-                raise GeosearchError(f"{served.url}: the geosearch serve holding the store takes --within as a "
-                                     "lon/lat box only, not a polygon file") from None
             client = through_server(served, collection, {"bbox", "crs", "tile", "positives", "negatives", "method",
                                                          "threshold", "within", "scenes", "after", "before", "out",
                                                          "as_json", "quiet", "model_spec", "device", "runtime"})
@@ -77,7 +73,7 @@ def detect(bbox: tuple | None, crs: str, tile: str | None, positives: tuple[str,
                        "positives": [sent_example(example, "--positive", served) for example in like],
                        "negatives": [sent_example(example, "--negative", served) for example in unlike],
                        "method": method, "threshold": threshold,
-                       "within": list(within_bounds(within)) if within else None, "scenes": list(scenes),
+                       "within": served_within(within, served), "scenes": list(scenes),
                        "after": after, "before": before}
             job, places = client.detect(request, advance)
             frame, scored = gpd.GeoDataFrame.from_features(places, crs=4326), job["summary"]["tiles_scored"]

@@ -59,6 +59,14 @@ def sent_example(example: dict, option: str, served: StoreServed) -> dict:
     return {"tile_id": example["tile"]} if "tile" in example else {"bbox": list(example["bbox"]), "crs": example["crs"]}
 
 
+def served_within(within: str | None, served: StoreServed) -> list[float] | None:
+    """--within as the API of the server holding the store takes it: a lon/lat box, not a polygon file."""
+    if within and Path(within).exists():
+        raise GeosearchError(f"{served.url}: the geosearch serve holding the store takes --within as a lon/lat box "
+                             "only, not a polygon file")
+    return list(within_bounds(within)) if within else None
+
+
 def within_region(value: str) -> shapely.Geometry:
     """A lon/lat box 'MINLON,MINLAT,MAXLON,MAXLAT', or a vector file of polygons in any CRS."""
     if Path(value).exists():
@@ -123,9 +131,6 @@ def search(bbox: tuple | None, crs: str, tile: str | None, image: str | None, qu
                                 encoder=lambda: encoder_for(archive, model_spec, device, runtime))
             frame = answer(archive, query, k, filters, include_self, out_path, quicklook, dedup)
     except StoreServed as served:
-        if within and Path(within).exists():
-            raise GeosearchError(f"{served.url}: the geosearch serve holding the store takes --within as a lon/lat "
-                                 "box only, not a polygon file") from None
         client = through_server(served, collection, {"bbox", "crs", "tile", "positives", "negatives", "k",
                                                      "within", "scenes", "after", "before", "min_score",
                                                      "include_self", "dedup", "out", "as_json", "model_spec",
@@ -133,7 +138,7 @@ def search(bbox: tuple | None, crs: str, tile: str | None, image: str | None, qu
         request = {"bbox": list(bbox) if bbox else None, "crs": crs, "tile_id": tile,
                    "positives": [sent_example(example, "--positive", served) for example in like],
                    "negatives": [sent_example(example, "--negative", served) for example in unlike], "k": k,
-                   "within": list(within_bounds(within)) if within else None, "scenes": list(scenes),
+                   "within": served_within(within, served), "scenes": list(scenes),
                    "after": after, "before": before, "min_score": min_score, "include_self": include_self,
                    "dedup": dedup}
         frame = gpd.GeoDataFrame.from_features(client.search(request), crs=4326)

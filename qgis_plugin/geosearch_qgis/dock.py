@@ -30,7 +30,8 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .settings import AUTH_NAME, AuthDatabaseError, Example, Settings, forget_token, has_token, store_token
+from .examples import Example
+from .settings import AUTH_NAME, AuthDatabaseError, Settings, forget_token, has_token, store_token
 
 COLUMNS = ("", "rank", "score", "scene", "date")
 MINIMUM_WIDTH = 440  # pixels: the picture, rank, score and date take about 260
@@ -67,7 +68,7 @@ class MatchesDock(QgsDockWidget):
         # The plugin connects these: the marks are its, kept for "Search again" and "Find all like these" until the
         # next drag.
         self.more_button, self.fewer_button = QPushButton("More like this"), QPushButton("Not like this")
-        self.examples = QListWidget()  # one line per marked match, its tile id kept with it
+        self.examples = QListWidget()  # one line per marked place, its Example.key kept with it
         self.examples.setMaximumHeight(90)
         self.remove_button, self.clear_button = QPushButton("Remove"), QPushButton("Clear")
         self.again_button = QPushButton("Search again")
@@ -158,7 +159,7 @@ class MatchesDock(QgsDockWidget):
         return self.layer.getFeature(self.table.item(rows[0].row(), 0).data(Qt.UserRole))
 
     def selected_example(self) -> Optional[str]:
-        """The tile id of the example selected in the list, to remove."""
+        """The key of the example selected in the list (Example.key), to remove."""
         item = self.examples.currentItem()
         return item.data(Qt.UserRole) if item is not None else None
 
@@ -166,7 +167,7 @@ class MatchesDock(QgsDockWidget):
         self.examples.clear()
         for example in examples:
             item = QListWidgetItem(f"{'+' if example.positive else '-'} {example.label}")
-            item.setData(Qt.UserRole, example.tile_id)
+            item.setData(Qt.UserRole, example.key)
             self.examples.addItem(item)
 
     def zoom_to(self, row: int) -> None:

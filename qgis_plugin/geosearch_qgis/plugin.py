@@ -1,14 +1,24 @@
 """The plugin: a toolbar button and menu entry arm a map tool; the box dragged on the map goes to `geosearch
 serve` in a background task; the matches come back as layers and in the dock, whose pictures then fill in. Matches
-marked in the dock as like or unlike the places wanted go with the same box when the user searches again, or asks
+marked in the dock (or from the matches layer's feature actions) as like or unlike the places wanted, and boxes
+dragged with Shift held as more places like them, go with the same box when the user searches again, or asks
 for every place like them ("Find all like these": a job on the server, its places a polygon layer). "Other dates"
 shows a match's place in every scene as a time strip; "Change between dates…" opens the Processing algorithm."""
 
 from pathlib import Path
 from typing import Optional
 
-from qgis.core import Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsMessageLog, QgsProject, QgsRectangle
-from qgis.gui import QgisInterface, QgsMapToolExtent
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsMessageLog,
+    QgsProject,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+from qgis.gui import QgisInterface, QgsGui, QgsMapLayerAction, QgsMapMouseEvent, QgsMapToolExtent
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
@@ -17,11 +27,27 @@ from qgis.PyQt.QtWidgets import QAction, QFileDialog
 from .algorithm import ICON, Provider
 from .client import Client
 from .dock import MatchesDock, SettingsDialog, scene_name
+from .examples import Example, box_example, match_example
+from .examples import load as load_examples
+from .examples import save as save_examples
 from .layers import export_layer, matches_layer, places_layer, query_layer, replace_layer, scenes_layer
-from .settings import Example, Settings, export_folder, remember_export_folder
+from .settings import Settings, export_folder, remember_export_folder
 from .tasks import ServiceTask, Thumbnails
 
 MENU = "&geosearch"
+
+
+class ExtentTool(QgsMapToolExtent):
+    """QGIS's box-dragging tool, remembering the keys held when the box was released (Shift adds a box as a
+    positive example instead of searching it)."""
+
+    def __init__(self, canvas):
+        super().__init__(canvas)
+        self.modifiers = Qt.NoModifier
+
+    def canvasReleaseEvent(self, event: QgsMapMouseEvent) -> None:
+        self.modifiers = event.modifiers()
+        super().canvasReleaseEvent(event)
 
 
 class GeosearchPlugin:
@@ -37,7 +63,8 @@ class GeosearchPlugin:
         self.matches = None  # the latest matches layer
         self.provider: Optional[Provider] = None
         self.query: Optional[tuple[QgsRectangle, QgsCoordinateReferenceSystem]] = None  # the last box dragged
-        self.examples: list[Example] = []  # the matches marked since, in the order marked; not saved with the project
+        self.examples: list[Example] = []  # the places marked since, in the order marked; saved with the project
+        self.layer_actions: list[QgsMapLayerAction] = []  # "more like" and "not like" on the matches layer
         self.max_examples: Optional[int] = None  # examples the server takes in one search, the query among them
 
     # QGIS calls these.
@@ -60,7 +87,7 @@ class GeosearchPlugin:
         for action in (self.find_action, self.change_action, self.settings_action):
             self.iface.addPluginToMenu(MENU, action)
 
-        self.tool = QgsMapToolExtent(self.canvas)
+        self.tool = ExtentTool(self.canvas)
         self.tool.setAction(self.find_action)
         self.tool.extentChanged.connect(self.search_box)
         self.dock = MatchesDock(self.canvas, self.export_dialog, self.add_scenes, self.edit_settings)
@@ -74,11 +101,17 @@ class GeosearchPlugin:
         self.dock.dates_button.clicked.connect(self.other_dates)
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
         self.dock.hide()
+        for changed in (QgsProject.instance().readProject, QgsProject.instance().cleared):
+            changed.connect(self.load_from_project)
+        self.load_from_project()
 
     def unload(self) -> None:
         for task in self.tasks:
             task.cancel()
         self.stop_thumbnails()
+        for changed in (QgsProject.instance().readProject, QgsProject.instance().cleared):
+            changed.disconnect(self.load_from_project)
+        self.set_layer_actions(None)
         if self.canvas.mapTool() is self.tool:
             self.canvas.unsetMapTool(self.tool)
         for action in (self.find_action, self.change_action, self.settings_action):
@@ -95,12 +128,18 @@ class GeosearchPlugin:
         self.check_server()
 
     def search_box(self, box: QgsRectangle) -> None:
-        """Search with the box just dragged, in the project's CRS: a new query, so the last one's marks go."""
+        """Search with the box just dragged, in the project's CRS: a new query, so the last one's marks go. Dragged
+        with Shift held after a query, it is one more place like the ones wanted instead (searched with "Search
+        again" or "Find all like these")."""
         self.tool.clearRubberBand()
         if box.isEmpty():
             self.report("drag a box on the map, not a click: the search needs an area", Qgis.Warning)
             return
-        self.query = box, self.canvas.mapSettings().destinationCrs()
+        crs = self.canvas.mapSettings().destinationCrs()
+        if self.tool.modifiers & Qt.ShiftModifier and self.query is not None:
+            self.add_example(box_example(box, crs))
+            return
+        self.query = box, crs
         self.set_examples([])
         self._search()
 
@@ -145,28 +184,59 @@ class GeosearchPlugin:
                                 lambda task: self._show_history(task, client)))
 
     def mark(self, positive: bool) -> None:
-        """Keep the selected match as an example for the next search (marked again, it changes sign), as many as
-        the server takes with the query (its /health says how many; a server that does not say refuses itself)."""
+        """Keep the match selected in the dock as an example for the next search."""
         match = self.dock.selected_match()
         if match is None:
             self.dock.message.setText("select a match in the table first")
             return
-        others = [example for example in self.examples if example.tile_id != match["tile_id"]]
+        self.mark_match(match, positive)
+
+    def mark_match(self, match: QgsFeature, positive: bool) -> None:
+        self.add_example(match_example(match["tile_id"], positive, f"rank {match['rank']}, {scene_name(match)}"))
+
+    def add_example(self, example: Example) -> None:
+        """Keep `example` for the next search (a match marked again changes sign), as many as the server takes with
+        the query (its /health says how many; a server that does not say refuses itself)."""
+        others = [kept for kept in self.examples if kept.key != example.key]
         limit = self.max_examples
         if limit is not None and len(others) >= limit - 1:
             self.dock.message.setText(f"at most {limit - 1} marks: the server takes {limit} examples, "
                                       "the query among them; remove one first")
             return
-        label = f"rank {match['rank']}, {scene_name(match)}"
-        self.set_examples([*others, Example(match["tile_id"], positive, label)])
+        self.set_examples([*others, example])
 
     def unmark(self) -> None:
-        tile_id = self.dock.selected_example()
-        self.set_examples([example for example in self.examples if example.tile_id != tile_id])
+        key = self.dock.selected_example()
+        self.set_examples([example for example in self.examples if example.key != key])
 
     def set_examples(self, examples: list[Example]) -> None:
+        """The examples, in the dock and in the project."""
         self.examples = examples
         self.dock.show_examples(examples)
+        save_examples(QgsProject.instance(), self.query, examples)
+
+    def load_from_project(self, *_) -> None:
+        """The query and examples the project keeps, once it is read (or cleared: none)."""
+        self.query, examples = load_examples(QgsProject.instance())
+        self.examples = examples
+        self.dock.show_examples(examples)
+
+    def set_layer_actions(self, layer: Optional[QgsVectorLayer]) -> None:
+        """"More like this" and "Not like this" as feature actions of the matches layer `layer` (its attribute
+        table's and the identify tool's menus), replacing those of the last one."""
+        registry = QgsGui.mapLayerActionRegistry()
+        for action in self.layer_actions:
+            registry.removeMapLayerAction(action)
+        self.layer_actions = []
+        if layer is None:
+            return
+        for text, positive in (("More like this", True), ("Not like this", False)):
+            action = QgsMapLayerAction(f"geosearch: {text.lower()}", self.iface.mainWindow(), layer,
+                                       QgsMapLayerAction.SingleFeature)
+            action.triggeredForFeature.connect(lambda _, feature, positive=positive: self.mark_match(feature,
+                                                                                                     positive))
+            registry.addMapLayerAction(action)
+            self.layer_actions.append(action)
 
     def _search(self) -> None:
         """Search the last box with the marks; a running search is cancelled first."""
@@ -247,6 +317,7 @@ class GeosearchPlugin:
                 self.dock.message.setText("search cancelled")
             return
         self.matches = replace_layer(matches_layer(task.value), QgsProject.instance())
+        self.set_layer_actions(self.matches)
         self.dock.show_matches(self.matches)
         self.dock.message.setText(f"{self.matches.featureCount()} match(es) from {client.url}")
         tile_ids = [feature["properties"]["tile_id"] for feature in task.value["features"]]

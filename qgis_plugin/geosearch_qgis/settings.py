@@ -4,7 +4,7 @@ the server's token, which QGIS's authentication database keeps encrypted: QgsSet
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Optional
 
 from qgis.core import (
     Qgis,
@@ -17,6 +17,7 @@ from qgis.core import (
 )
 
 from .client import Client
+from .examples import Example, box_request
 
 PREFIX = "geosearch/"
 PLAIN_TOKEN = PREFIX + "token"  # where versions before the authentication database kept the token, in plain text
@@ -26,14 +27,6 @@ AUTH_METHOD, AUTH_NAME, AUTH_USER = "Basic", "geosearch serve", "geosearch"
 
 class AuthDatabaseError(Exception):
     """One line: why QGIS's authentication database could not take or give up the token."""
-
-
-class Example(NamedTuple):
-    """A match the user marked as like (`positive`) or unlike the places wanted; `label` says which, in the dock."""
-
-    tile_id: str
-    positive: bool
-    label: str
 
 
 def export_folder() -> str:
@@ -101,12 +94,11 @@ class Settings:
 
     def examples_body(self, box: QgsRectangle, crs: QgsCoordinateReferenceSystem,
                       examples: Sequence[Example] = ()) -> dict:
-        """What POST /search and POST /detect share: a box drawn in `crs`, sent as its authority id (WKT when it has
-        none), with the marked matches as positives and negatives by tile id, and the date filters."""
-        body = {"bbox": [box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()],
-                "crs": crs.authid() or crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED)}
+        """What POST /search and POST /detect share: a box drawn in `crs`, the marked places as positives and
+        negatives, and the date filters."""
+        body = box_request(box, crs)
         for key, positive in (("positives", True), ("negatives", False)):
-            chosen = [{"tile_id": example.tile_id} for example in examples if example.positive == positive]
+            chosen = [example.request for example in examples if example.positive == positive]
             if chosen:
                 body[key] = chosen
         if self.after:

@@ -183,7 +183,7 @@ def matches_shown(seen: dict) -> bool:
 def test_drag_cancel_search_and_export(desktop, tmp_path):
     desktop.click(desktop.state()["find_button"])
     desktop.wait("the map tool armed, the dock open and the server's model in it",
-                 lambda seen: seen["map_tool"] == "QgsMapToolExtent" and seen["dock"]["visible"]
+                 lambda seen: seen["map_tool"] == "ExtentTool" and seen["dock"]["visible"]
                  and "model" in seen["dock"]["server"])
 
     # A search held at the gate: the box stays on the map while it runs, and a cancel from QGIS's task bar ends it.

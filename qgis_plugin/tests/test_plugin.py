@@ -76,9 +76,9 @@ def plugin(server):
     QgsProject.instance().clear()
 
 
-def drag(plugin, box: QgsRectangle) -> tuple:
-    """Press, move and release the left button over `box` (in the canvas CRS), as a user's drag; returns the
-    two corners in pixels."""
+def drag(plugin, box: QgsRectangle, keys=Qt.NoModifier) -> tuple:
+    """Press, move and release the left button over `box` (in the canvas CRS), as a user's drag, with `keys` held;
+    returns the two corners in pixels."""
     canvas = plugin.canvas
     to_pixels = canvas.getCoordinateTransform()
     start = to_pixels.transform(QgsPointXY(box.xMinimum(), box.yMaximum()))
@@ -86,9 +86,11 @@ def drag(plugin, box: QgsRectangle) -> tuple:
     start, end = QPoint(round(start.x()), round(start.y())), QPoint(round(end.x()), round(end.y()))
     plugin.find_action.trigger()
     assert canvas.mapTool() is plugin.tool
-    plugin.tool.canvasPressEvent(QgsMapMouseEvent(canvas, QEvent.MouseButtonPress, start, Qt.LeftButton))
-    plugin.tool.canvasMoveEvent(QgsMapMouseEvent(canvas, QEvent.MouseMove, end, Qt.NoButton, Qt.LeftButton))
-    plugin.tool.canvasReleaseEvent(QgsMapMouseEvent(canvas, QEvent.MouseButtonRelease, end, Qt.LeftButton))
+    plugin.tool.canvasPressEvent(QgsMapMouseEvent(canvas, QEvent.MouseButtonPress, start, Qt.LeftButton,
+                                                  Qt.LeftButton, keys))
+    plugin.tool.canvasMoveEvent(QgsMapMouseEvent(canvas, QEvent.MouseMove, end, Qt.NoButton, Qt.LeftButton, keys))
+    plugin.tool.canvasReleaseEvent(QgsMapMouseEvent(canvas, QEvent.MouseButtonRelease, end, Qt.LeftButton,
+                                                    Qt.NoButton, keys))
     return start, end
 
 
@@ -404,9 +406,55 @@ def test_search_again_sends_the_marked_matches(plugin, server):
     # Removing one, then a new drag (a new query) drops the marks.
     plugin.dock.examples.setCurrentRow(0)
     plugin.dock.remove_button.click()
-    assert example_lines(plugin) == [f"+ rank 5, {scenes[5]}"] and [e.tile_id for e in plugin.examples] == [positive]
+    assert example_lines(plugin) == [f"+ rank 5, {scenes[5]}"] and [e.key for e in plugin.examples] == [positive]
     search_by_drag(plugin)
     assert example_lines(plugin) == [] and plugin.examples == []
+
+
+def test_shift_drag_adds_a_box_and_the_layer_actions_mark_matches(plugin, server):
+    """A box dragged with Shift after a query is one more positive, not a new search; the matches layer's feature
+    actions (its attribute table's and the identify tool's menus) mark as the dock's buttons do."""
+    layer = search_by_drag(plugin)
+    drawn = json.loads(next(layer.getFeatures())["query"])
+    more = demo_box_utm()
+    more.grow(-more.width() / 4)
+    drag(plugin, more, Qt.ShiftModifier)
+    assert plugin.searching is None and len(plugin.examples) == 1 and plugin.examples[0].positive
+    sent = plugin.examples[0].request
+    assert sent["crs"] == "EPSG:32621" and QgsRectangle(*sent["bbox"]).contains(more.center())
+    assert example_lines(plugin) == ["+ box in EPSG:32621"]
+
+    actions = {action.text(): action for action in plugin.layer_actions}
+    assert set(actions) == {"geosearch: more like this", "geosearch: not like this"}
+    third = next(f for f in layer.getFeatures() if f["rank"] == 3)
+    actions["geosearch: not like this"].triggerForFeature(layer, third)
+    assert [(e.key, e.positive) for e in plugin.examples][1:] == [(third["tile_id"], False)]
+
+    plugin.dock.again_button.click()
+    wait_for(plugin)
+    body = {"bbox": drawn["bbox"], "crs": drawn["crs"], "k": K, "dedup": True, "positives": [sent],
+            "negatives": [{"tile_id": third["tile_id"]}]}
+    assert row_tile_ids(plugin) == [f["properties"]["tile_id"] for f in server.post("/search", body)["features"]]
+    drag(plugin, more)  # without Shift: a new query, and the marks go
+    wait_for(plugin)
+    assert plugin.examples == []
+
+
+def test_the_query_and_marks_are_saved_with_the_project(plugin, tmp_path):
+    drawn = json.loads(next(search_by_drag(plugin).getFeatures())["query"])
+    positive = mark_rank(plugin, 2, positive=True)
+    negative = mark_rank(plugin, 4, positive=False)
+    kept = list(plugin.examples)
+    project = QgsProject.instance()
+    assert project.write(str(tmp_path / "kept.qgz"))
+    project.clear()
+    assert plugin.query is None and plugin.examples == [] and example_lines(plugin) == []
+    assert project.read(str(tmp_path / "kept.qgz"))
+    assert plugin.examples == kept and [e.key for e in kept] == [positive, negative]
+    assert example_lines(plugin)[0].startswith("+ rank 2, ")
+    box, crs = plugin.query
+    assert crs.authid() == drawn["crs"] and [box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()] == \
+        pytest.approx(drawn["bbox"])
 
 
 def test_a_32nd_mark_is_refused(plugin, server):
@@ -417,9 +465,9 @@ def test_a_32nd_mark_is_refused(plugin, server):
     assert len(example_lines(plugin)) == 31
     mark_rank(plugin, 32, positive=True)
     assert "at most 31 marks" in plugin.dock.message.text()
-    assert [e.tile_id for e in plugin.examples] == marked
+    assert [e.key for e in plugin.examples] == marked
     mark_rank(plugin, 2, positive=True)  # marking one again only changes its sign
-    assert len(plugin.examples) == 31 and plugin.examples[-1].positive and plugin.examples[-1].tile_id == marked[1]
+    assert len(plugin.examples) == 31 and plugin.examples[-1].positive and plugin.examples[-1].key == marked[1]
     plugin.dock.clear_button.click()
     assert example_lines(plugin) == [] and plugin.examples == []
 
