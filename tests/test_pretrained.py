@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from geosearch._torchvision import import_torchvision
 from geosearch.data import AERIAL_3857
-from geosearch.encoder.backbones import BACKBONES, torchvision
+from geosearch.encoder.backbones import BACKBONES
 from geosearch.encoder.pretrained import (
     _geoembed_state_dict,
     classifier_from_file,
@@ -19,7 +20,8 @@ from geosearch.encoder.pretrained import (
 from geosearch.errors import GeosearchError
 
 skimage_data = pytest.importorskip("skimage.data")
-CATEGORIES = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"]  # shipped in torchvision's code
+# Shipped in torchvision's code.
+CATEGORIES = import_torchvision().models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"]
 
 
 def classify(model: torch.nn.Module, picture: np.ndarray, size: int) -> str:

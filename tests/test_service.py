@@ -515,7 +515,7 @@ def test_the_cli_goes_through_the_server_that_holds_the_store(archive_root, tmp_
         assert summary["indexed"] == 1 and summary["server"] == served.url and summary["errors"] == []
         assert served.get("/health").json()["scenes"] == 3
         held = (f"{copy}: store held by geosearch serve (pid {served.process.pid}) at {served.url}; only index, "
-                "search, scenes and stats go through it: stop it for the others")
+                "search, detect, history, change, scenes and stats go through it: stop it for the others")
         server = f"{served.url}: the geosearch serve holding the store"
         refusals = {
             ("stats",): f"{server} wants its token: set GEOSEARCH_TOKEN",

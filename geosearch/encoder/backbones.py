@@ -9,8 +9,6 @@ from torch import nn
 
 from geosearch._torchvision import import_torchvision
 
-torchvision = import_torchvision()
-
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -26,9 +24,18 @@ def _resnet_trunk(model: nn.Module) -> nn.Module:
     return nn.Sequential(OrderedDict((name, getattr(model, name)) for name in names))
 
 
+def _torchvision(name: str) -> Callable[[], nn.Module]:
+    """A torchvision classifier's builder; torchvision is imported when one is built, not with geosearch (its
+    models take a second and a half to import, which every command would pay)."""
+    def build() -> nn.Module:
+        return getattr(import_torchvision().models, name)()
+
+    return build
+
+
 def _aerial_resnet18() -> nn.Module:
     """ResNet-18 for sub-metre aerial tiles (geoembed): a 3×3 stride-1 stem and no max-pool, output stride 8."""
-    model = torchvision.models.resnet18()
+    model = _torchvision("resnet18")()
     model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
     return model
@@ -40,7 +47,8 @@ def _vgg_trunk(model: nn.Module) -> nn.Module:
 
 def _timm(name: str) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
-        import timm  # after import_torchvision(): timm imports torchvision
+        import_torchvision()  # timm imports torchvision, which needs this beside a CPU-only torch
+        import timm
 
         return timm.create_model(name, pretrained=False)
 
@@ -55,9 +63,9 @@ def _timm_trunk(model: nn.Module) -> nn.Module:
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
-        BackboneSpec("resnet18", 512, torchvision.models.resnet18, _resnet_trunk, "torchvision ResNet-18"),
-        BackboneSpec("resnet50", 2048, torchvision.models.resnet50, _resnet_trunk, "torchvision ResNet-50"),
-        BackboneSpec("vgg16", 512, torchvision.models.vgg16, _vgg_trunk, "torchvision VGG-16 (conv layers)"),
+        BackboneSpec("resnet18", 512, _torchvision("resnet18"), _resnet_trunk, "torchvision ResNet-18"),
+        BackboneSpec("resnet50", 2048, _torchvision("resnet50"), _resnet_trunk, "torchvision ResNet-50"),
+        BackboneSpec("vgg16", 512, _torchvision("vgg16"), _vgg_trunk, "torchvision VGG-16 (conv layers)"),
         BackboneSpec("resnet18_aerial", 512, _aerial_resnet18, _resnet_trunk,
                      "ResNet-18 with a 3×3 stride-1 stem and no max-pool (geoembed's aerial layout)"),
         # TensorFlow's EfficientNet-Lite layout ("same" padding, BatchNorm eps 1e-3): the published Lite weights

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from geosearch.encoder.backbones import BACKBONES, torchvision
+from geosearch._torchvision import import_torchvision
+from geosearch.encoder.backbones import BACKBONES
 from geosearch.encoder.model import Encoder, EncoderConfig, LoadReport, load_weights
 from geosearch.errors import GeosearchError
 
@@ -78,7 +79,7 @@ def classifier_from_file(backbone: str, path: Path) -> tuple[nn.Module, LoadRepo
 
 def torchvision_classifier(backbone: str) -> tuple[nn.Module, LoadReport]:
     """A torchvision classifier with its ImageNet weights, through torchvision's own download and cache."""
-    weights = torchvision.models.get_model_weights(backbone).DEFAULT
+    weights = import_torchvision().models.get_model_weights(backbone).DEFAULT
     try:
         state_dict = weights.get_state_dict(progress=False)
     except OSError as error:  # urllib's URLError is an OSError

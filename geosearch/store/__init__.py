@@ -108,7 +108,8 @@ def _exclusive(path: Path, create: bool) -> Iterator[None]:
             holder = handle.read().strip() or "?"
             if url := _server_url(path, holder):
                 raise StoreServed(f"{path}: store held by geosearch serve (pid {holder}) at {url}; only index, "
-                                  "search, scenes and stats go through it: stop it for the others", url) from None
+                                  "search, detect, history, change, scenes and stats go through it: stop it for the "
+                                  "others", url) from None
             raise GeosearchError(f"{path}: store in use by another geosearch process (pid {holder}); "
                                  "wait for it to finish, or use a Qdrant server for shared access") from None
         handle.seek(0)
