@@ -21,9 +21,9 @@ from geosearch.store.archive import Archive
 _DATES = re.compile(r"^(?P<after>[^.]*)\.\.(?P<before>[^.]*)$")
 
 
-def served_side(values: tuple[str, ...], option: str) -> dict:
+def parse_side(values: tuple[str, ...], option: str) -> dict:
     """One side of a change as the user gives it: scenes (ids or paths) and at most one date range FROM..TO
-    (either end may be left open); as the server's API takes it."""
+    (either end may be left open), as the server's API takes it and Filters.of its keywords."""
     dates = [match for value in values if (match := _DATES.match(value))]
     if len(dates) > 1:
         raise GeosearchError(f"{option}: give at most one date range (FROM..TO) per side")
@@ -33,7 +33,7 @@ def served_side(values: tuple[str, ...], option: str) -> dict:
 
 def side_filters(archive: Archive, values: tuple[str, ...], option: str, within: str | None) -> Filters:
     """One side of a change, inside --within."""
-    return Filters.of(archive, within=within_region(within) if within else None, **served_side(values, option),
+    return Filters.of(archive, within=within_region(within) if within else None, **parse_side(values, option),
                       prefix=f"{option} ")
 
 
@@ -101,7 +101,7 @@ def change(from_: tuple[str, ...], to: tuple[str, ...], within: str | None, top:
         frame, report = frame.head(top) if top else frame, report.to_dict()
     except StoreServed as served:
         client = through_server(served, collection, {"from_", "to", "within", "top", "out", "as_json"})
-        answer = client.change({"from": served_side(from_, "--from"), "to": served_side(to, "--to"),
+        answer = client.change({"from": parse_side(from_, "--from"), "to": parse_side(to, "--to"),
                                 "within": served_within(within, served), "top": top})
         frame, report = gpd.GeoDataFrame.from_features(answer, crs=4326), answer["report"]
     write_and_print(frame, out_path, as_json,
