@@ -13,12 +13,14 @@ import pytest
 
 from conftest import run_geosearch
 from geosearch.data import AERIAL_3857, LANDSAT8_224077, LANDSAT8_224078
+from geosearch.embed import plan_scene
 from geosearch.embedding_files import STAC_EXTENSION, read_embeddings
 from geosearch.errors import GeosearchError
 from geosearch.query import tile_query
 from geosearch.search import search
 from geosearch.store import open_backend
 from geosearch.store.archive import Archive
+from geosearch.tiling import TilingOptions
 
 SCENES = (LANDSAT8_224077, LANDSAT8_224078, AERIAL_3857)
 K = 10
@@ -108,6 +110,14 @@ def test_embed_writes_a_file_that_imports(tmp_path):
     found = json.loads(geosearch_ok("search", "--bbox", "-54.8315", "-25.2208", "-54.7783", "-25.1723", "--json",
                                     "--store", str(tmp_path / "store")))
     assert ids(found) and set(ids(found)) <= set(frame["tile_id"])
+    # The archive stretch the run set comes with the file, as `index` would record it, for later scenes to share.
+    profiles = TilingOptions().profile_stretches()
+    plan_scene(str(LANDSAT8_224078), TilingOptions(), profiles)
+    with open_backend(tmp_path / "store") as backend:
+        imported = Archive.open(backend, "tiles")
+        set_here = json.loads(json.dumps({p: s.to_dict() for p, s in profiles.added.items()}))  # tuples as lists
+        assert imported.stretches() == set_here != {}
+        assert imported.grid == "aligned"
 
 
 def major_tom_like(out, path, vectors=None, **columns) -> None:

@@ -48,7 +48,8 @@ def embed(scenes: tuple[str, ...], recursive: bool, assets: tuple[str, ...] | No
     if not (quiet or as_json):
         click.echo(f"model {checkpoint.model_id} ({checkpoint.config.dim}-d) on {describe_device(torch_device)}")
     start = time.perf_counter()
-    planned, failures = plan_all(sources, options, options.profile_stretches(stretch_from=kwargs["stretch_from"]))
+    profiles = options.profile_stretches(stretch_from=kwargs["stretch_from"])
+    planned, failures = plan_all(sources, options, profiles)
     encoder = load_encoder(checkpoint, torch_device, runtime, compile_model)
     results = embed_scenes(encoder, planned, options, torch_device, batch_size, workers, compile_model)
     with Progress(*PROGRESS_COLUMNS, console=stderr, disable=quiet or as_json, transient=True) as progress:
@@ -64,7 +65,9 @@ def embed(scenes: tuple[str, ...], recursive: bool, assets: tuple[str, ...] | No
         records = [scene_record(s.planned, options, checkpoint.model_id, s.planned.summary["acquired"]) for s in done]
         pages = ((s.to_frame(checkpoint.model_id).assign(acquired=record["acquired"]), s.vectors)
                  for s, record in zip(done, records, strict=True))
-        write_embeddings(out_path, pages, checkpoint.model_id, records)
+        # The stretches this run set, so that an import shares them with the scenes indexed after it.
+        stretches = {profile: stretch.to_dict() for profile, stretch in profiles.added.items()} if profiles else None
+        write_embeddings(out_path, pages, checkpoint.model_id, records, stretches, options.grid.value)
     summary = {"model_id": checkpoint.model_id, "device": describe_device(torch_device), "scenes": len(done),
                "failed": [{"path": f.path, "error": f.problem} for f in failures], "tiles_embedded": embedded,
                "tiles_skipped": read - embedded, "seconds": round(seconds, 3),
