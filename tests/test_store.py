@@ -87,6 +87,11 @@ def test_index_remove_and_filter(backend, checkpoint, expected_tiles):
         expected_tiles[str(LANDSAT8_224078)]
     dated = where(DateRange("acquired", gte=datetime(2020, 5, 1, tzinfo=UTC), lte=datetime(2020, 6, 1, tzinfo=UTC)))
     assert backend.count(archive.collection, dated) == backend.count(archive.collection, in_paraguay)
+    pages = list(archive.vector_pages(in_paraguay, page=7))  # the whole filter, a page of vectors at a time
+    paged = {tile_id: vector for ids, vectors, _ in pages for tile_id, vector in zip(ids, vectors, strict=True)}
+    assert len(paged) == backend.count(archive.collection, in_paraguay) and max(len(p[0]) for p in pages) == 7
+    stored = backend.points(archive.collection, list(paged)[:3])
+    assert len(stored) == 3 and all(np.allclose(vector, paged[tile_id]) for tile_id, (vector, _) in stored.items())
     query = np.ones(checkpoint.config.dim, dtype=np.float32)
     hits = backend.query(archive.collection, query, 5, where(Match("scene_id", landsat.grid.scene_id)), exact=True)
     assert len(hits) == 5 and all(h.payload["scene_id"] == landsat.grid.scene_id for h in hits)
