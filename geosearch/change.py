@@ -19,7 +19,7 @@ import shapely
 
 from geosearch.errors import GeosearchError
 from geosearch.query import Query
-from geosearch.search import Filters, centred_within, check_dimensions
+from geosearch.search import Filters, check_dimensions
 from geosearch.store.archive import Archive, point_id
 from geosearch.store.filters import Match, Range, where
 
@@ -63,11 +63,10 @@ def history(archive: Archive, query: Query) -> gpd.GeoDataFrame:
             rows.append({"score": round(float(vector @ query.vector), 6), "tile_id": tile_id,
                          **{key: payload.get(key) for key in HISTORY_FIELDS[3:]}})
             shapes.append(shapely.geometry.shape(payload["footprint"]))
-    frame = gpd.GeoDataFrame(rows, geometry=shapes, crs=4326)
-    frame = frame.iloc[sorted(range(len(rows)), key=lambda i: (rows[i]["acquired"] is None,
-                                                               rows[i]["acquired"] or "", rows[i]["scene_id"]))]
+    frame = gpd.GeoDataFrame(rows, geometry=shapes, crs=4326).sort_values(
+        ["acquired", "scene_id"], na_position="last", kind="stable", ignore_index=True)
     frame.insert(0, "step", np.arange(1, len(frame) + 1))
-    return frame.reset_index(drop=True)
+    return frame
 
 
 @dataclass
@@ -84,8 +83,7 @@ class Side:
     def read(cls, archive: Archive, filters: Filters) -> "Side":
         side = cls()
         for ids, vectors, payloads in archive.vector_pages(filters.store_filter()):
-            inside = centred_within(filters.within, payloads) if filters.within is not None else [True] * len(ids)
-            for tile_id, vector, payload, kept in zip(ids, vectors, payloads, inside, strict=True):
+            for tile_id, vector, payload, kept in zip(ids, vectors, payloads, filters.admits(payloads), strict=True):
                 if not kept:
                     continue
                 side.scenes.add(payload["scene_id"])

@@ -28,7 +28,7 @@ from scipy.sparse.csgraph import connected_components
 
 from geosearch.errors import GeosearchError
 from geosearch.query import Query
-from geosearch.search import Filters, centred_within, check_dimensions
+from geosearch.search import Filters, check_dimensions
 from geosearch.store.archive import Archive
 
 METHODS = ("score", "classifier")
@@ -140,20 +140,16 @@ def scan(archive: Archive, detector: Detector, filters: Filters = Filters(),
     `progress(done, total)` is called after each page; it may raise Cancelled to stop."""
     where = filters.store_filter()
     total = archive.backend.count(archive.collection, where) if progress else 0
-    detected, scored = Detected([], [], [], 0), 0
+    detected = Detected([], [], [], 0)
     for ids, vectors, payloads in archive.vector_pages(where, PAGE):
         scores = detector.score(vectors)
-        keep = scores >= detector.threshold
-        if filters.within is not None:
-            keep &= centred_within(filters.within, payloads)
-        for i in np.flatnonzero(keep):
+        for i in np.flatnonzero((scores >= detector.threshold) & filters.admits(payloads)):
             detected.scores.append(float(scores[i]))
             detected.tile_ids.append(ids[i])
             detected.payloads.append(payloads[i])
-        scored += len(ids)
+        detected.scored += len(ids)
         if progress:
-            progress(scored, max(total, scored))
-    detected.scored = scored
+            progress(detected.scored, max(total, detected.scored))
     return detected
 
 
@@ -195,8 +191,14 @@ def detect(archive: Archive, query: Query, method: str = "score", threshold: flo
     """The places like the query's examples, as merged polygons; also the detected tiles and the detector."""
     check_dimensions(archive, query)
     detector = Detector.learn(query, method, threshold)
+    return *detect_with(archive, query, detector, filters, progress), detector
+
+
+def detect_with(archive: Archive, query: Query, detector: Detector, filters: Filters = Filters(),
+                progress: Callable[[int, int], None] | None = None) -> tuple[gpd.GeoDataFrame, Detected]:
+    """The places a detector already learned from the query's examples finds, as merged polygons, and its tiles."""
     detected = scan(archive, detector, filters, progress)
     described = filters.describe()
     text = json.dumps(query.description | {"detect": detector.describe()}
                       | ({"filters": described} if described else {}))
-    return merge(detected, text), detected, detector
+    return merge(detected, text), detected

@@ -75,6 +75,14 @@ class Filters:
             must.append(DateRange("acquired", self.after, self.before))
         return Filter(must=tuple(must))
 
+    def admits(self, payloads: Sequence[dict]) -> np.ndarray:
+        """Whether each tile's centre lies in the region (every tile, without one): the exact test after the
+        store's bounding-box filter."""
+        if self.within is None:
+            return np.ones(len(payloads), dtype=bool)
+        centres = shapely.points([(p["centroid"]["lon"], p["centroid"]["lat"]) for p in payloads])
+        return shapely.contains(self.within, centres)
+
     def describe(self) -> dict:
         described = {"within": self.within.wkt if self.within is not None else None, "scenes": list(self.scenes),
                      "after": self.after.isoformat() if self.after else None,
@@ -96,12 +104,6 @@ def _overlap(geometries: np.ndarray, other: shapely.Geometry) -> np.ndarray:
     return shapely.area(shapely.intersection(geometries, other))
 
 
-def centred_within(region: shapely.Geometry, payloads: Sequence[dict]) -> np.ndarray:
-    """Whether each tile's centre lies in `region`: the exact test after the store's bounding-box filter."""
-    centres = shapely.points([(p["centroid"]["lon"], p["centroid"]["lat"]) for p in payloads])
-    return shapely.contains(region, centres)
-
-
 def _clean(candidates: list, ground: shapely.Geometry | None, filters: Filters, include_self: bool, dedup: bool,
            k: int) -> list[Result]:
     """Apply the exact tests and de-duplication to store hits in score order; up to k survive."""
@@ -112,8 +114,7 @@ def _clean(candidates: list, ground: shapely.Geometry | None, filters: Filters, 
     keep = np.ones(len(candidates), dtype=bool)
     if filters.min_score is not None:
         keep &= np.array([c.score >= filters.min_score for c in candidates])
-    if filters.within is not None:
-        keep &= centred_within(filters.within, [c.payload for c in candidates])
+    keep &= filters.admits([c.payload for c in candidates])
     if ground is not None and not include_self:
         keep &= _overlap(footprints, ground) <= SELF_OVERLAP * areas
     kept: list[int] = []

@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from geosearch import __version__
 from geosearch.change import change, history
-from geosearch.detect import METHODS, Cancelled, Detector, detect
+from geosearch.detect import METHODS, Cancelled, Detector, detect_with
 from geosearch.embed import plan_scenes
 from geosearch.encoder.checkpoint import Checkpoint
 from geosearch.encoder.device import describe_device
@@ -39,7 +39,7 @@ from geosearch.errors import GeosearchError
 from geosearch.export import scenes_frame
 from geosearch.index import archive_grid, archive_stretches, index_scenes
 from geosearch.query import MAX_EXAMPLES, Box, ExampleNames, Query, build_query, tile_pixels
-from geosearch.search import Filters, hits_geojson, search
+from geosearch.search import Filters, check_dimensions, hits_geojson, search
 from geosearch.service.batcher import BatchedEncoder
 from geosearch.store.archive import Archive, point_id
 from geosearch.tiling import TilingOptions
@@ -298,7 +298,7 @@ class Service:
             job.errors.append({"path": None, "error": str(error).split("\n")[0]})
             job.state = "failed"
 
-    def run_detect(self, job: Job, query: Query, method: str, threshold: float | None, filters: Filters) -> None:
+    def run_detect(self, job: Job, query: Query, detector: Detector, filters: Filters) -> None:
         if job.cancel.is_set():  # cancelled while queued
             job.state = "cancelled"
             return
@@ -310,7 +310,7 @@ class Service:
                 raise Cancelled("cancelled")
 
         try:
-            frame, detected, detector = detect(self.archive, query, method, threshold, filters, advance)
+            frame, detected = detect_with(self.archive, query, detector, filters, advance)
             job.result = json.loads(frame.to_json(drop_id=True))
             job.summary = {"tiles_scored": detected.scored, "tiles_detected": len(detected.tile_ids),
                            "places": len(frame)} | detector.describe()
@@ -396,10 +396,11 @@ def create_app(service: Service, threads: int = THREADS) -> ASGIApp:
         """Every place like the examples, as a background job: its progress at /jobs/{id}, its places (GeoJSON)
         at /jobs/{id}/result once done; DELETE /jobs/{id} cancels it. The examples are checked before it starts."""
         query, filters = query_and_filters(request)
-        Detector.learn(query, request.method, request.threshold)  # too few or inseparable examples: a 400 now
+        check_dimensions(service.archive, query)
+        detector = Detector.learn(query, request.method, request.threshold)  # too few examples or inseparable: 400
         job = Job(id=str(uuid.uuid4()), kind="detect")
         service.jobs[job.id] = job
-        service.executor.submit(service.run_detect, job, query, request.method, request.threshold, filters)
+        service.executor.submit(service.run_detect, job, query, detector, filters)
         return JSONResponse({"job_id": job.id}, status_code=202)
 
     @app.post("/history")

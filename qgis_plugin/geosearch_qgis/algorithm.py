@@ -6,7 +6,6 @@ server (and for the first two, the filters) come from the plugin's settings."""
 from pathlib import Path
 
 from qgis.core import (
-    QgsCoordinateReferenceSystem,
     QgsFeatureSink,
     QgsProcessing,
     QgsProcessingAlgorithm,
@@ -25,6 +24,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from .client import ServiceError
+from .examples import box_request
 from .layers import (
     WGS84,
     change_features,
@@ -158,11 +158,8 @@ class FindAllLikeThese(_ServerAlgorithm):
         source = self.parameterAsSource(parameters, name, context)
         if source is None:
             return []
-        crs = source.sourceCrs()
-        crs_text = crs.authid() or crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED)
-        return [{"bbox": [box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()], "crs": crs_text}
-                for box in (feature.geometry().boundingBox() for feature in source.getFeatures())
-                if not box.isEmpty()]
+        boxes = (feature.geometry().boundingBox() for feature in source.getFeatures())
+        return [box_request(box, source.sourceCrs()) for box in boxes if not box.isEmpty()]
 
     def processAlgorithm(self, parameters, context, feedback) -> dict:
         positives = self._boxes(parameters, self.POSITIVES, context)
@@ -172,8 +169,7 @@ class FindAllLikeThese(_ServerAlgorithm):
                 "method": self.METHODS[self.parameterAsEnum(parameters, self.METHOD, context)]}
         if parameters.get(self.THRESHOLD) is not None:
             body["threshold"] = self.parameterAsDouble(parameters, self.THRESHOLD, context)
-        body.update({key: value for key, value in (("after", self.settings.after), ("before", self.settings.before))
-                     if value})
+        body.update(self.settings.dates())
         feedback.pushInfo(f"finding places on {self.settings.url}: {len(body['positives'])} positive and "
                           f"{len(body['negatives'])} negative example(s), method {body['method']}")
         try:

@@ -127,10 +127,9 @@ class MatchesDock(QgsDockWidget):
         self.export_button.setEnabled(bool(features))
 
     def show_thumbnail(self, tile_id: str, png: bytes) -> None:
-        """The picture of the match `tile_id` in its row, as it comes; one that does not decode leaves none."""
-        pixmap = QPixmap()
-        if tile_id in self.pictures and pixmap.loadFromData(png):
-            self.pictures[tile_id].setIcon(QIcon(pixmap))
+        """The picture of the match `tile_id` in its row, as it comes."""
+        if tile_id in self.pictures:
+            show_picture(self.pictures[tile_id], png)
 
     def show_history(self, collection: dict) -> None:
         """The time strip: one item per date of the place, its picture left for show_step_thumbnail."""
@@ -147,9 +146,9 @@ class MatchesDock(QgsDockWidget):
         self.time_strip.setVisible(bool(self.steps))
 
     def show_step_thumbnail(self, tile_id: str, png: bytes) -> None:
-        pixmap = QPixmap()
-        if tile_id in self.steps and pixmap.loadFromData(png):
-            self.steps[tile_id].setIcon(QIcon(pixmap))
+        """The picture of the time strip's tile `tile_id`, as it comes."""
+        if tile_id in self.steps:
+            show_picture(self.steps[tile_id], png)
 
     def selected_match(self) -> Optional[QgsFeature]:
         """The match of the table's selected row, to mark; None when no row is selected or its layer is gone."""
@@ -177,6 +176,13 @@ class MatchesDock(QgsDockWidget):
         feature_id = self.table.item(row, 0).data(Qt.UserRole)
         self.canvas.zoomToFeatureIds(self.layer, [feature_id])
         self.canvas.flashFeatureIds(self.layer, [feature_id])
+
+
+def show_picture(item: QTableWidgetItem | QListWidgetItem, png: bytes) -> None:
+    """A thumbnail from the server as the item's icon; one that does not decode leaves none."""
+    pixmap = QPixmap()
+    if pixmap.loadFromData(png):
+        item.setIcon(QIcon(pixmap))
 
 
 def scene_name(feature: QgsFeature) -> str:

@@ -101,11 +101,11 @@ class Settings:
             chosen = [example.request for example in examples if example.positive == positive]
             if chosen:
                 body[key] = chosen
-        if self.after:
-            body["after"] = self.after
-        if self.before:
-            body["before"] = self.before
-        return body
+        return body | self.dates()
+
+    def dates(self) -> dict:
+        """The acquisition dates the requests are limited to, as the server takes them (those set)."""
+        return {key: value for key, value in (("after", self.after), ("before", self.before)) if value}
 
 
 def store_token(token: str, authcfg: str = "") -> str:
