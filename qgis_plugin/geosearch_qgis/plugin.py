@@ -231,8 +231,9 @@ class GeosearchPlugin:
         if layer is None:
             return
         for text, positive in (("More like this", True), ("Not like this", False)):
-            action = QgsMapLayerAction(f"geosearch: {text.lower()}", self.iface.mainWindow(), layer,
-                                       QgsMapLayerAction.SingleFeature)
+            # Owned here, not by the main window: deleted by the window's destructor, an action still connected
+            # deadlocked QGIS 3.22 in Qt's connection clean-up (seen once, unloading the plugin).
+            action = QgsMapLayerAction(f"geosearch: {text.lower()}", None, layer, QgsMapLayerAction.SingleFeature)
             action.triggeredForFeature.connect(lambda _, feature, positive=positive: self.mark_match(feature,
                                                                                                      positive))
             registry.addMapLayerAction(action)
