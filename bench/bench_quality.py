@@ -8,10 +8,12 @@
   the majority class of its labelled pixels (at least MIN_LABELLED of them), querying the other labelled tiles;
 - RSSCN7: the fixed 50/50 test split, as `python -m training.experiment` evaluates it.
 
-    python bench/bench_quality.py --models default pretrained [CKPT ...] [--out bench/quality.json]
+    python bench/bench_quality.py --models default rsscn7 pretrained [CKPT ...] [--defaults-only]
 
-Each finished cell is written to --out as it completes, and a rerun skips it (resumable); the table is printed
-from the file at the end.
+Each finished cell is written to --out (bench/quality.json) with the model id that made it, as it completes; a
+rerun skips the cells whose model is still the one a name stands for (resumable), and measures again those of a
+name that now stands for another model. The table is printed from the file at the end. `--defaults-only` leaves
+out the rows before aligned grids and archive stretch (history: a new model only needs the engine's defaults).
 """
 
 import argparse
@@ -47,11 +49,12 @@ NC_SCENE = SHARED / "scenes" / "landsat7_nc_5band_epsg32119_28m.tif"
 NC_LABELS = SHARED / "scenes" / "labels" / "landsat7_nc_landcover_training_pixels_epsg3358.tif"
 NC_TILE, MIN_LABELLED = 32, 10
 CPU = torch.device("cpu")
+DEFAULTS = "aligned grid, archive stretch (default)"
 # The Landsat Level-1 fill value is 0, which these files leave undeclared.
 ENGINES = {
     "scene grid, scene stretch (before)": dict(grid=GridMode.SCENE, stretch=StretchMode.SCENE),
     "aligned grid, scene stretch": dict(grid=GridMode.ALIGNED, stretch=StretchMode.SCENE),
-    "aligned grid, archive stretch (default)": dict(grid=GridMode.ALIGNED, stretch=StretchMode.ARCHIVE),
+    DEFAULTS: dict(grid=GridMode.ALIGNED, stretch=StretchMode.ARCHIVE),
 }
 
 
@@ -97,11 +100,11 @@ def rsscn7_cell(model: str) -> dict:
     return {"queries": result.queries, "map": result.map, "p@10": result.precision_at[10]}
 
 
-def cells(models: list[str]) -> list[tuple[str, tuple, Callable[..., dict]]]:
+def cells(models: list[str], defaults_only: bool) -> list[tuple[str, tuple, Callable[..., dict]]]:
     planned = []
     for model in models:
         for tile_size in (64, 128):
-            for engine in ENGINES:
+            for engine in [DEFAULTS] if defaults_only else ENGINES:
                 planned.append((f"same-place|{model}|{engine}|{tile_size}", (model, engine, tile_size),
                                 same_place_cell))
         planned.append((f"land-cover|{model}", (model,), land_cover_cell))
@@ -127,6 +130,9 @@ def table(results: dict, models: list[str]) -> str:
         if nc and rs:
             lines.append(f"| {model} | {pct(nc['map'])} | {pct(nc['p@10'])} | {nc['tiles']} ({nc['classes']}) | "
                          f"{pct(rs['map'])} | {pct(rs['p@10'])} |")
+    made = sorted({(model, cell["model_id"], cell["date"]) for key, cell in results.items() if "model_id" in cell
+                   for model in models if key.split("|")[1] == model})
+    lines += ["", "Models: " + "; ".join(f"{model} = `{model_id}` (measured {day})" for model, model_id, day in made)]
     return "\n".join(lines)
 
 
@@ -134,13 +140,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["default", "pretrained"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "quality.json")
+    parser.add_argument("--defaults-only", action="store_true", help="Only the engine's defaults' rows.")
     args = parser.parse_args()
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    for key, arguments, measure in cells(args.models):
-        if key in results:
+    model_ids = {model: open_model(model).model_id for model in args.models}
+    for key, arguments, measure in cells(args.models, args.defaults_only):
+        if results.get(key, {}).get("model_id") == model_ids[arguments[0]]:
             continue
         start = time.perf_counter()
-        results[key] = measure(*arguments) | {"seconds": round(time.perf_counter() - start, 1)}
+        results[key] = measure(*arguments) | {"model_id": model_ids[arguments[0]], "date": str(date.today()),
+                                              "seconds": round(time.perf_counter() - start, 1)}
         print(key, json.dumps(results[key]), flush=True)
         args.out.write_text(json.dumps(results, indent=1))
     print(f"\n{platform.node()}, {torch.get_num_threads()} threads, {date.today()}: "

@@ -79,7 +79,8 @@ def test_split_is_stratified_and_fixed():
 
 
 def test_the_experiment_ships_its_best_run_with_a_card(folders, tmp_path):
-    """finetune writes a results row per run; ship makes the best SRL run (by mAP) the default, card and all."""
+    """finetune writes a results row per run; ship makes the best SRL run (by mAP) the `rsscn7` model, card and
+    all."""
     from training.experiment import finetune, table
     from training.results import read_rows
     from training.ship import ship
@@ -96,8 +97,9 @@ def test_the_experiment_ships_its_best_run_with_a_card(folders, tmp_path):
     shipped = load_checkpoint(path)
     assert shipped.model_id == load_checkpoint(best["checkpoint"]).model_id  # metadata is not in the id
     assert shipped.metadata["evaluation"]["map"] == best["map"] and "research" in shipped.metadata["data"]["terms"]
-    card = (tmp_path / "models" / "MODEL_CARD.md").read_text()
-    assert shipped.model_id in card
+    assert path.name == "rsscn7.pt" and "research use only" in shipped.metadata["notes"]
+    card = (tmp_path / "models" / "MODEL_CARD.rsscn7.md").read_text()
+    assert shipped.model_id in card and "`--model rsscn7`, not the default" in card
     assert f"| **this model** (srl, seed {best['seed']}) | 1 | {100 * best['map']:.2f} |" in card
     assert "| srl, every seed run | 2 |" in card and "| rll | 2 |" in card
     with pytest.raises(SystemExit, match="no finished lrml run"):

@@ -1,9 +1,10 @@
-"""Labelled images for training and evaluation: class folders (UCMD, PatternNet, RSSCN7, AID layouts), or tiles of
-the user's own scenes labelled by polygons, cut with the engine's own tiling."""
+"""Labelled images for training and evaluation: class folders (UCMD, PatternNet, RSSCN7, AID layouts), tiles of the
+user's own scenes labelled by polygons, or places seen in several of the user's scenes, which need no labels; the
+scenes are cut with the engine's own tiling."""
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from geosearch.errors import GeosearchError
-from geosearch.tiling import TilingOptions, plan_grid, read_tile
+from geosearch.grid import GridMode
+from geosearch.stretch import Stretch
+from geosearch.tiling import TilingOptions, plan_grid, read_tile, read_tiles
 from geosearch.vectors import read_polygons
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
@@ -68,9 +71,30 @@ class LabelledTile:
     label: int
 
 
-class PolygonTiles(LabelledImages):
+class SceneTiles(LabelledImages):
+    """Labelled tiles of georeferenced scenes, read with the engine's tiling and each scene's stretch as indexing
+    measured it, so a model learns from the tiles it will later index."""
+
+    tiling: TilingOptions
+    tiles: list[LabelledTile]
+    stretches: dict[str, Stretch]
+
+    def _labelled(self, tiles: list[LabelledTile]) -> None:
+        self.tiles = tiles
+        self.labels = np.array([t.label for t in tiles])
+        self.names = [f"{t.scene}:{t.row},{t.col}" for t in tiles]
+
+    def read(self, tile: LabelledTile, shift: tuple[int, int] = (0, 0)) -> np.ndarray:
+        with self.tiling.open(tile.scene, stretch=self.stretches[tile.scene]) as scene:
+            return read_tile(scene, tile.row + shift[0], tile.col + shift[1], self.tiling.tile_size)[0]
+
+    def pixels(self, index: int) -> np.ndarray:
+        return self.read(self.tiles[index])
+
+
+class PolygonTiles(SceneTiles):
     """Tiles of `scenes` whose footprint lies mostly (≥ `overlap`) inside a polygon of `polygons`, labelled by
-    its `class_field`. The tiling is the engine's, so a model learns from the tiles it will later index."""
+    its `class_field`."""
 
     def __init__(self, polygons: str | Path, scenes: Sequence[str], class_field: str,
                  tiling: TilingOptions | None = None, overlap: float = 0.5, transform: Transform | None = None):
@@ -81,7 +105,7 @@ class PolygonTiles(LabelledImages):
             raise GeosearchError(f"{polygons}: no field {class_field!r} (fields: {', '.join(frame.columns[:-1])})")
         self.classes = sorted(str(c) for c in frame[class_field].unique())
         self.tiling = tiling
-        self.tiles: list[LabelledTile] = []
+        tiles: list[LabelledTile] = []
         self.stretches = {}  # measured once per scene, as indexing does
         tree = shapely.STRtree(frame.geometry.values)
         for path in scenes:
@@ -95,16 +119,53 @@ class PolygonTiles(LabelledImages):
                 for t, p in zip(tile_index[share >= overlap], polygon_index[share >= overlap], strict=True):
                     row, col = grid.offsets[t]
                     label = self.classes.index(str(frame[class_field].iloc[p]))
-                    self.tiles.append(LabelledTile(path, int(row), int(col), label))
-        if not self.tiles:
+                    tiles.append(LabelledTile(path, int(row), int(col), label))
+        if not tiles:
             raise GeosearchError(f"{polygons}: no tile of the scenes lies {overlap:.0%} inside a polygon")
-        self.labels = np.array([t.label for t in self.tiles])
-        self.names = [f"{t.scene}:{t.row},{t.col}" for t in self.tiles]
+        self._labelled(tiles)
+
+
+class PlaceTiles(SceneTiles):
+    """Places as classes, from scenes with no labels: every place (tiling.py's place id: the same ground on one
+    pixel lattice) that two or more of `scenes` see with valid data is a class, and its co-registered tiles are
+    its images. Scenes share the archive's stretch per profile, as indexing gives them.
+
+    While a `transform` is set (training), each read is shifted by up to `shift` of a tile in each direction, as
+    two archives' tiles of one place rarely start on the same pixel; without one, tiles are read as indexed."""
+
+    def __init__(self, scenes: Sequence[str], tiling: TilingOptions | None = None, shift: float = 0.125,
+                 transform: Transform | None = None):
+        super().__init__(transform)
+        tiling = tiling or TilingOptions()
+        if tiling.grid is not GridMode.ALIGNED:
+            raise GeosearchError("places need the aligned grid (grid = \"aligned\"): only on it does the same "
+                                 "ground have one place id in every scene")
+        if len(set(scenes)) < 2:
+            raise GeosearchError(f"places need two or more scenes that overlap, got {len(set(scenes))}: a place "
+                                 "is a class when two scenes (or two dates) see it")
+        self.tiling, self.shift, self.stretches = tiling, shift, {}
+        seen: dict[str, list[LabelledTile]] = {}
+        profiles = tiling.profile_stretches()
+        for path in dict.fromkeys(scenes):
+            with tiling.open(path, profiles=profiles) as scene:
+                grid = plan_grid(scene, tiling)
+                self.stretches[path] = scene.stretch
+                for tile in read_tiles(scene, grid, tiling.min_valid):
+                    if tile.kept and (place := grid.place_ids[tile.index]):
+                        row, col = grid.offsets[tile.index]
+                        seen.setdefault(place, []).append(LabelledTile(path, int(row), int(col), -1))
+        self.classes = sorted(place for place, tiles in seen.items() if len({t.scene for t in tiles}) > 1)
+        if not self.classes:
+            raise GeosearchError(f"no place is seen with valid data by two of the {len(self.stretches)} scenes: "
+                                 "they must overlap on one pixel lattice (one CRS and pixel size; --gsd resamples "
+                                 "scenes of one CRS onto one)")
+        self._labelled([replace(tile, label=label) for label, place in enumerate(self.classes)
+                        for tile in seen[place]])
 
     def pixels(self, index: int) -> np.ndarray:
-        tile = self.tiles[index]
-        with self.tiling.open(tile.scene, stretch=self.stretches[tile.scene]) as scene:
-            return read_tile(scene, tile.row, tile.col, self.tiling.tile_size)[0]
+        reach = round(self.shift * self.tiling.tile_size) if self.transform else 0
+        shift = torch.randint(-reach, reach + 1, (2,)).tolist() if reach else (0, 0)
+        return self.read(self.tiles[index], tuple(shift))
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -117,6 +178,15 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
         test.extend(members[:cut])
         train.extend(members[cut:])
     return np.sort(np.array(train, dtype=int)), np.sort(np.array(test, dtype=int))
+
+
+def class_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`test_fraction` of the classes (rounded, at least one) with all their items go to the test side: a model is
+    measured on classes it never saw, as places of a new scene are."""
+    classes = np.random.default_rng(seed).permutation(np.unique(labels))
+    test_classes = classes[:max(1, round(len(classes) * test_fraction))]
+    test = np.isin(labels, test_classes)
+    return np.flatnonzero(~test), np.flatnonzero(test)
 
 
 def save_split(path: str | Path, train: np.ndarray, test: np.ndarray, names: Sequence[str]) -> None:

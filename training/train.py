@@ -1,5 +1,6 @@
-"""Fine-tune an encoder with a ranking loss on class folders, resumably, and write an engine checkpoint and a
-report. One run = one config (a TOML file for `geosearch train --config`)."""
+"""Fine-tune an encoder with a ranking loss, resumably, and write an engine checkpoint and a report. The data are
+class folders, tiles of the user's scenes labelled by polygons, or places seen in several of the user's scenes
+(no labels at all). One run = one config (a TOML file for `geosearch train --config`)."""
 
 import hashlib
 import json
@@ -20,20 +21,38 @@ from geosearch.encoder.model import Encoder
 from geosearch.encoder.pretrained import pretrained_encoder
 from geosearch.errors import GeosearchError
 from geosearch.tiling import DEFAULT_TILE_SIZE, TilingOptions
-from training.augment import train_transform
+from training.augment import archive_views, train_transform
 from training.baselines import make_loss
-from training.datasets import ClassFolders, LabelledImages, PolygonTiles, save_split, stratified_split
+from training.datasets import (
+    ClassFolders,
+    LabelledImages,
+    PlaceTiles,
+    PolygonTiles,
+    Transform,
+    class_split,
+    save_split,
+    stratified_split,
+)
 from training.evaluate import embed_dataset, report
-from training.metrics import Retrieval, evaluate_retrieval
+from training.keep import KeepNeighbours
+from training.metrics import DEFAULT_KS, Retrieval, evaluate_retrieval
 from training.samplers import PKSampler
+from training.whitening import whiten
+
+KINDS = ("classes", "polygons", "places")
+
+
+def _resolved(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else path
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a run. Learning rates and schedule follow spec §6 by default."""
 
-    dataset: str  # a folder of class folders, or with `scenes` a polygon file (GeoPackage, GeoJSON)
     out: str  # the run's folder: split, resumable state, checkpoint, report
+    dataset: str = ""  # classes: a folder of class folders; polygons: a polygon file (GeoPackage, GeoJSON)
+    kind: str = ""  # classes, polygons or places; empty: polygons when `scenes` are given, else classes
     backbone: str = "efficientnet_lite0"
     weights: str | None = "imagenet"  # named weights, a state dict file, or None / "none" (random)
     init: str | None = None  # a geosearch checkpoint to start from instead of backbone + weights
@@ -57,15 +76,32 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 2
     half: bool = True  # store the checkpoint in float16
-    scenes: list[str] = field(default_factory=list)  # train on these scenes' tiles, labelled by `dataset`'s polygons
+    scenes: list[str] = field(default_factory=list)  # polygons and places: the scenes whose tiles to learn from
     class_field: str = "class"  # the polygons' label field
     tile_size: int = DEFAULT_TILE_SIZE  # the tiling to learn from: the one the archive is indexed with
     gsd: float | None = None
+    nodata: float | None = None  # as `--nodata`: a fill value the scenes do not declare
+    shift: float = 0.125  # places: views shifted by up to this share of a tile
+    band_swap: float = 0.0  # places: the probability of a view with its bands in another order
+    keep: float = 0.0  # weight of the term that keeps the start's ranking of neighbours (training/keep.py)
+    keep_temperature: float = 0.1
+    whiten: int | None = None  # start from learned whitening to this many dimensions (training/whitening.py)
+    whiten_views: int = 2  # augmented views of each training item that the whitening learns from
 
     def __post_init__(self) -> None:
         if not 0 < self.test_fraction < 1 or not 0 <= self.validation_fraction < 1:
             raise GeosearchError(f"test_fraction must be in (0, 1) and validation_fraction in [0, 1), not "
                                  f"{self.test_fraction} and {self.validation_fraction}")
+        if self.kind not in ("", *KINDS):
+            raise GeosearchError(f"unknown dataset kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.data_kind != "places" and not self.dataset:
+            raise GeosearchError(f"a {self.data_kind} run needs `dataset`")
+        if self.data_kind != "classes" and not self.scenes:
+            raise GeosearchError(f"a {self.data_kind} run needs `scenes`")
+
+    @property
+    def data_kind(self) -> str:
+        return self.kind or ("polygons" if self.scenes else "classes")
 
     @property
     def evaluated_split(self) -> str:
@@ -82,22 +118,55 @@ class TrainConfig:
         if unknown := sorted(set(data) - known):
             raise GeosearchError(f"{path}: unknown setting(s) {', '.join(unknown)}")
         data |= {key: value for key, value in overrides.items() if value is not None}
-        if missing := sorted({"dataset", "out"} - set(data)):
-            raise GeosearchError(f"{path}: missing {', '.join(missing)}")
-        return cls(**data)
+        if "out" not in data:
+            raise GeosearchError(f"{path}: missing out")
+        try:
+            return cls(**data)
+        except GeosearchError as error:
+            raise GeosearchError(f"{path}: {error}") from None
 
     def digest(self) -> str:
         """What a saved state must match to be resumed (everything but where it runs)."""
         relevant = {k: v for k, v in asdict(self).items() if k not in ("device", "workers", "out")}
+        relevant |= {"dataset": _resolved(self.dataset), "scenes": [_resolved(s) for s in self.scenes],
+                     "init": _resolved(self.init)}  # one file, however its path is spelt
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_dataset(config: TrainConfig) -> LabelledImages:
-    """Class folders, or the tiles of the user's scenes labelled by polygons."""
-    if config.scenes:
-        return PolygonTiles(config.dataset, config.scenes, config.class_field,
-                            TilingOptions(tile_size=config.tile_size, gsd=config.gsd))
+    """Class folders, the tiles of the user's scenes labelled by polygons, or places seen in several scenes."""
+    tiling = TilingOptions(tile_size=config.tile_size, gsd=config.gsd, nodata=config.nodata)
+    if config.data_kind == "places":
+        return PlaceTiles(config.scenes, tiling, config.shift)
+    if config.data_kind == "polygons":
+        return PolygonTiles(config.dataset, config.scenes, config.class_field, tiling)
     return ClassFolders(config.dataset)
+
+
+def split(config: TrainConfig, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Train and evaluation items. Places are held out whole (a model is measured on ground it never saw); classes
+    share their images between the sides. A validation split comes out of the training side."""
+    splitter = class_split if config.data_kind == "places" else stratified_split
+    train_idx, test_idx = splitter(labels, config.test_fraction, config.split_seed)
+    if config.validation_fraction:  # tune without looking at the test split
+        train_part, validation_part = splitter(labels[train_idx], config.validation_fraction, config.split_seed)
+        train_idx, test_idx = train_idx[train_part], train_idx[validation_part]
+    return train_idx, test_idx
+
+
+def _sampler(config: TrainConfig, labels: np.ndarray, held_out: int) -> PKSampler:
+    if config.data_kind == "places" and len(np.unique(labels)) < config.classes_per_batch:
+        raise GeosearchError(f"{len(np.unique(labels))} places seen by two or more scenes are left to train on "
+                             f"({held_out} held out to evaluate), fewer than a P × K batch's {config.classes_per_batch}"
+                             ": lower classes_per_batch or add overlapping scenes")
+    return PKSampler(labels, config.classes_per_batch, config.per_class, seed=config.seed)
+
+
+def _data_name(config: TrainConfig) -> str:
+    if config.data_kind == "places":
+        return f"places of {len(config.scenes)} scenes ({', '.join(Path(s).name for s in config.scenes[:3])}" + (
+            ", …)" if len(config.scenes) > 3 else ")")
+    return Path(config.dataset).name
 
 
 def _initial_encoder(config: TrainConfig) -> tuple[Encoder, dict]:
@@ -105,11 +174,24 @@ def _initial_encoder(config: TrainConfig) -> tuple[Encoder, dict]:
         checkpoint = load_checkpoint(config.init)
         return checkpoint.encoder(), {"name": f"checkpoint {checkpoint.model_id}", "from": config.init,
                                       **checkpoint.metadata.get("initial_weights", {})}
-    overrides = {"pooling": config.pooling, "embedding_dim": config.embedding_dim}
+    overrides = {"pooling": config.pooling, "embedding_dim": None if config.whiten else config.embedding_dim}
     if config.input_size:
         overrides["input_size"] = config.input_size
     weights = None if config.weights in (None, "none") else config.weights  # TOML has no null
     return pretrained_encoder(config.backbone, weights, **overrides)
+
+
+def _whitened(config: TrainConfig, start: Encoder, initial_weights: dict, dataset: LabelledImages,
+              items: np.ndarray, transform: Transform, device: torch.device, out: Path) -> tuple[Encoder, dict]:
+    """The start with learned whitening as its head, learned once per run (kept in the run's folder)."""
+    path, digest = out / "whitened.pt", config.digest()
+    if not (path.exists() and (checkpoint := load_checkpoint(path)).metadata["whitening"].get("digest") == digest):
+        checkpoint = whiten(Checkpoint.of(start, {"initial_weights": initial_weights}), dataset, items,
+                            config.whiten_views, transform, config.whiten, device, config.workers)
+        checkpoint.metadata["whitening"]["digest"] = digest
+        save_checkpoint(checkpoint, path)
+    learned = {key: value for key, value in checkpoint.metadata["whitening"].items() if key != "digest"}
+    return checkpoint.encoder(), {**checkpoint.metadata["initial_weights"], "whitening": learned}
 
 
 def _schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -135,6 +217,7 @@ class TrainResult:
     report_json: Path
     report_md: Path
     losses: list[float]  # mean loss per epoch
+    resumed_from: int  # the epoch the run's saved state had reached (0: trained from the start)
 
 
 def train(config: TrainConfig, on_step: Callable[[int, int, float], None] | None = None) -> TrainResult:
@@ -145,21 +228,23 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float], None] | None
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     dataset = load_dataset(config)
-    train_idx, test_idx = stratified_split(dataset.labels, config.test_fraction, config.split_seed)
-    if config.validation_fraction:  # tune without looking at the test split
-        train_part, validation_part = stratified_split(dataset.labels[train_idx], config.validation_fraction,
-                                                       config.split_seed)
-        train_idx, test_idx = train_idx[train_part], train_idx[validation_part]
+    train_idx, test_idx = split(config, dataset.labels)
+    sampler = _sampler(config, dataset.labels[train_idx], len(np.unique(dataset.labels[test_idx])))
     save_split(out / "split.json", train_idx, test_idx, dataset.names)
 
     encoder, initial_weights = _initial_encoder(config)
+    transform = (archive_views(config.band_swap) if config.data_kind == "places"
+                 else train_transform(encoder.config.input_size))
+    if config.whiten:
+        encoder, initial_weights = _whitened(config, encoder, initial_weights, dataset, train_idx, transform, device,
+                                             out)
     encoder = encoder.to(device).train()
     loss_fn = make_loss(config.loss, **config.loss_options)
+    keep = KeepNeighbours(encoder, config.keep_temperature) if config.keep else None
     head = [p for name, p in encoder.named_parameters() if name.startswith(("pool.", "projection."))]
     trunk = [p for name, p in encoder.named_parameters() if not name.startswith(("pool.", "projection."))]
     optimizer = torch.optim.AdamW([{"params": trunk, "lr": config.lr_backbone},
                                    {"params": head, "lr": config.lr_head}], weight_decay=config.weight_decay)
-    sampler = PKSampler(dataset.labels[train_idx], config.classes_per_batch, config.per_class, seed=config.seed)
     per_epoch = min(len(sampler), config.batches_per_epoch or len(sampler))
     total = per_epoch * config.epochs
     scheduler = _schedule(optimizer, round(config.warmup_epochs * per_epoch), total)
@@ -174,7 +259,6 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float], None] | None
             start_epoch, losses = state["epoch"], state["losses"]
             torch.set_rng_state(state["rng"])
 
-    transform = train_transform(encoder.config.input_size)
     dataset.transform = transform
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     for epoch in range(start_epoch, config.epochs):
@@ -185,9 +269,13 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float], None] | None
         encoder.train()
         epoch_losses = []
         for images, labels in loader:
+            images = images.to(device, non_blocking=True)
             with autocast:
-                embeddings = encoder(images.to(device, non_blocking=True))
+                embeddings = encoder(images)
             loss = loss_fn(embeddings.float(), labels.to(device))
+            if keep:
+                with autocast:
+                    loss = loss + config.keep * keep(images, embeddings.float())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -205,15 +293,15 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float], None] | None
                 "training": {"loss": config.loss, "loss_options": config.loss_options, "epochs": config.epochs,
                              "batches_per_epoch": per_epoch, "batch": f"{config.classes_per_batch} x "
                              f"{config.per_class}", "lr_backbone": config.lr_backbone, "lr_head": config.lr_head,
-                             "seed": config.seed, "dataset": Path(config.dataset).name,
+                             "seed": config.seed, "dataset": _data_name(config), "keep": config.keep,
                              "train_images": len(train_idx), "final_loss": losses[-1] if losses else None}}
     checkpoint = save_checkpoint(Checkpoint.of(encoder.cpu().eval(), metadata, half=config.half), out / "model.pt")
     vectors, labels = embed_dataset(load_checkpoint(checkpoint).encoder(), dataset, test_idx, device,
                                     workers=config.workers)
-    retrieval = evaluate_retrieval(vectors, labels)
+    retrieval = evaluate_retrieval(vectors, labels, ks=(1, *DEFAULT_KS))
     details = {"model": str(checkpoint), "loss": config.loss, "backbone": config.backbone, "seed": config.seed,
-               "epochs": config.epochs, "dataset": str(config.dataset),
+               "epochs": config.epochs, "dataset": _data_name(config),
                "evaluated on": f"{len(test_idx)} {config.evaluated_split} images"}
-    json_path, md_path = report(retrieval, dataset.classes, f"{config.loss} on {Path(config.dataset).name}",
+    json_path, md_path = report(retrieval, dataset.classes, f"{config.loss} on {_data_name(config)}",
                                 details, out / "report")
-    return TrainResult(checkpoint, retrieval, json_path, md_path, losses)
+    return TrainResult(checkpoint, retrieval, json_path, md_path, losses, start_epoch)

@@ -118,7 +118,8 @@ def model_options(command: Callable) -> Callable:
     """The options that say which model embeds, and where."""
     options = [
         click.option("--model", "model_spec", default="default", show_default=True, envvar="GEOSEARCH_MODEL",
-                     help="A checkpoint file, 'default' (the shipped SRL model) or 'pretrained' (its ImageNet start)."),
+                     help="A checkpoint file, or 'default', 'rsscn7' or 'pretrained' (their cards: "
+                          "geosearch/data/models/MODEL_CARD*.md)."),
         click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                      envvar="GEOSEARCH_DEVICE", help="Where to run the encoder; auto takes CUDA when present."),
         click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True),

@@ -20,7 +20,9 @@ from geosearch.errors import GeosearchError
 @click.option("--seed", type=int, help="Training seed. [default: the config's]")
 @click.option("--device", type=click.Choice(DEVICES), help="[default: the config's, else auto]")
 def train(config_path: str, out: str | None, seed: int | None, device: str | None) -> None:
-    """Fine-tune an encoder with a ranking loss; write a checkpoint and a JSON and markdown report."""
+    """Fine-tune an encoder with a ranking loss on class folders, on polygons over your scenes, or on places that
+    several of your scenes see (kind = "places": no labels needed); write a checkpoint and a JSON and markdown
+    report. A run killed at any point resumes from its last finished epoch when started again."""
     from training.train import TrainConfig
     from training.train import train as run_training
 
@@ -30,6 +32,8 @@ def train(config_path: str, out: str | None, seed: int | None, device: str | Non
         result = run_training(config, lambda step, total, loss: progress.update(
             task, completed=step, total=total, description=f"{config.loss} loss {loss:.4f}"))
     r = result.retrieval
+    if result.resumed_from:
+        click.echo(f"resumed at epoch {result.resumed_from} of {config.epochs} from {Path(config.out) / 'state.pt'}")
     click.echo(f"{config.loss}: mAP {r.map:.4f}, P@5 {r.precision_at[5]:.4f}, P@10 {r.precision_at[10]:.4f} on "
                f"{r.queries} {config.evaluated_split} images; wrote {result.checkpoint}, {result.report_json}, "
                f"{result.report_md}")

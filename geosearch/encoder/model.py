@@ -47,6 +47,7 @@ class EncoderConfig:
     gem_p: float = 3.0  # initial exponent of GeM pooling (learnable)
     grid: int = 4  # cells per side of grid pooling
     embedding_dim: int | None = 512  # linear projection after pooling; None keeps the pooled features
+    normalize_pooled: bool = False  # unit-length pooled features before the projection (learned whitening's input)
     input_size: int = 224  # tiles are resized to this side before the network
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -69,7 +70,11 @@ class EncoderConfig:
         return self.embedding_dim or self.pooled_dim
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Settings added after the first models leave the dict while off, so those models keep their ids."""
+        data = asdict(self)
+        if not self.normalize_pooled:
+            del data["normalize_pooled"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "EncoderConfig":
@@ -102,9 +107,15 @@ class Encoder(nn.Module):
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return (x - self.mean) / self.std
 
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """Trunk features (B, C, h, w) → unit embeddings: pooling, projection, L2 normalisation."""
+        pooled = self.pool(features)
+        if self.config.normalize_pooled:
+            pooled = F.normalize(pooled, dim=-1)
+        return F.normalize(self.projection(pooled).float(), dim=-1)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(images)
         if images.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)
-        pooled = self.pool(self.trunk(x))
-        return F.normalize(self.projection(pooled).float(), dim=-1)
+        return self.head(self.trunk(x))

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from geosearch.encoder.checkpoint import Checkpoint
@@ -36,10 +35,10 @@ class _Network(nn.Module):
 
     def __init__(self, encoder: Encoder):
         super().__init__()
-        self.trunk, self.pool, self.projection = encoder.trunk, encoder.pool, encoder.projection
+        self.encoder = encoder
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.projection(self.pool(self.trunk(pixels))).float(), dim=-1)
+        return self.encoder.head(self.encoder.trunk(pixels))
 
 
 def _export(encoder: Encoder) -> bytes:
