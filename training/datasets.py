@@ -138,7 +138,7 @@ class PlaceTiles(SceneTiles):
         super().__init__(transform)
         tiling = tiling or TilingOptions()
         if tiling.grid is not GridMode.ALIGNED:
-            raise GeosearchError("places need the aligned grid (grid = \"aligned\"): only on it does the same "
+            raise GeosearchError("places need the aligned grid (--grid aligned): only on it does the same "
                                  "ground have one place id in every scene")
         if len(set(scenes)) < 2:
             raise GeosearchError(f"places need two or more scenes that overlap, got {len(set(scenes))}: a place "
