@@ -12,8 +12,9 @@
 
 Each finished cell is written to --out (bench/quality.json) with the model id that made it, as it completes; a
 rerun skips the cells whose model is still the one a name stands for (resumable), and measures again those of a
-name that now stands for another model. The table is printed from the file at the end. `--defaults-only` leaves
-out the rows before aligned grids and archive stretch (history: a new model only needs the engine's defaults).
+name that now stands for another model; `--again` measures every cell anew, so that one run shows all the models.
+The table is printed from the file at the end. `--defaults-only` leaves out the rows before aligned grids and
+archive stretch (history: a new model only needs the engine's defaults).
 """
 
 import argparse
@@ -141,11 +142,13 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["default", "pretrained"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "quality.json")
     parser.add_argument("--defaults-only", action="store_true", help="Only the engine's defaults' rows.")
+    parser.add_argument("--again", action="store_true",
+                        help="Measure every cell in this run, even those its model made before.")
     args = parser.parse_args()
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     model_ids = {model: open_model(model).model_id for model in args.models}
     for key, arguments, measure in cells(args.models, args.defaults_only):
-        if results.get(key, {}).get("model_id") == model_ids[arguments[0]]:
+        if not args.again and results.get(key, {}).get("model_id") == model_ids[arguments[0]]:
             continue
         start = time.perf_counter()
         results[key] = measure(*arguments) | {"model_id": model_ids[arguments[0]], "date": str(date.today()),

@@ -48,4 +48,4 @@ def test_an_encoder_error_reaches_every_request_of_its_call(tiles):
     batched = BatchedEncoder(default_checkpoint().encoder())
     with pytest.raises(RuntimeError):
         batched(tiles[:, :2])  # two channels: the network refuses them
-    assert batched(tiles[:1]).shape == (1, 512)  # and the worker goes on
+    assert batched(tiles[:1]).shape == (1, default_checkpoint().config.dim)  # and the worker goes on

@@ -32,14 +32,14 @@ def test_embed_with_the_default_model(tmp_path):
     out = tmp_path / "vectors.parquet"
     result = run_geosearch("embed", str(AERIAL_3857), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    model_id = default_checkpoint().model_id
-    assert result.stdout.startswith(f"model {model_id} (512-d) on cpu (")
+    model_id, dim = default_checkpoint().model_id, default_checkpoint().config.dim
+    assert result.stdout.startswith(f"model {model_id} ({dim}-d) on cpu (")
     # 1024 px from pixel 9 of a 256 px lattice: 3 lattice tiles and a shifted one at each edge, per axis
     assert "1 scene(s): 25 tiles embedded, 0 skipped" in result.stdout
     frame = gpd.read_parquet(out)
     vectors = np.stack(frame["embedding"].to_numpy())
     assert frame["place_id"].notna().sum() == 9
-    assert vectors.shape == (25, 512) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert vectors.shape == (25, dim) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert (frame["model_id"] == model_id).all() and frame.crs.to_epsg() == 4326
     assert frame["tile_id"].is_unique
 

@@ -15,6 +15,7 @@ from conftest import run_geosearch
 from geosearch.data import AERIAL_3857, LANDSAT8_224077, LANDSAT8_224078
 from geosearch.embed import plan_scene
 from geosearch.embedding_files import STAC_EXTENSION, read_embeddings
+from geosearch.encoder.default import default_checkpoint
 from geosearch.errors import GeosearchError
 from geosearch.query import tile_query
 from geosearch.search import search
@@ -24,6 +25,7 @@ from geosearch.tiling import TilingOptions
 
 SCENES = (LANDSAT8_224077, LANDSAT8_224078, AERIAL_3857)
 K = 10
+DIM = default_checkpoint().config.dim  # what the shipped scenes are indexed at
 
 
 def geosearch_ok(*args: str) -> str:
@@ -65,14 +67,14 @@ def ids(found: dict) -> list[str]:
 def test_the_file_follows_geoparquet_and_the_stac_embeddings_extension(exported):
     store, out = exported
     schema = pq.read_schema(out)
-    assert schema.field("embedding").type == pa.list_(pa.float32(), 512)  # a fixed-size list
+    assert schema.field("embedding").type == pa.list_(pa.float32(), DIM)  # a fixed-size list
     geo = json.loads(schema.metadata[b"geo"])
     assert geo["version"] == "1.1.0" and geo["columns"]["geometry"]["encoding"] == "WKB"
     emb = json.loads(schema.metadata[b"emb"])
     with open_backend(str(store)) as backend:
         archive = Archive.open(backend, "tiles")
         tiles, model_id = archive.tile_count(), archive.model_id
-    assert emb["stac_extensions"] == [STAC_EXTENSION] and emb["emb:dimensions"] == 512
+    assert emb["stac_extensions"] == [STAC_EXTENSION] and emb["emb:dimensions"] == DIM
     assert emb["emb:type"] == "chip" and emb["data_type"] == "float32"
     assert {"rel": "emb:model", "href": f"urn:geosearch:model:{model_id}"} in emb["links"]
     frame = gpd.read_parquet(out)  # any GeoParquet reader takes it
@@ -160,7 +162,7 @@ def test_bad_files_are_refused_in_one_line_and_the_archive_keeps_what_it_had(exp
     path = tmp_path / "small.parquet"
     major_tom_like(out, path, small / np.linalg.norm(small, axis=1, keepdims=True), model_id="some-model")
     assert refused("import", str(path), "--store", str(store)).startswith(
-        f"Error: {path}: 16-d embeddings, but collection 'tiles' in {store} holds 512-d vectors of model ")
+        f"Error: {path}: 16-d embeddings, but collection 'tiles' in {store} holds {DIM}-d vectors of model ")
     text = tmp_path / "text.parquet"
     text.write_text("not parquet")
     assert refused("import", str(text), "--store", str(store)).startswith(f"Error: {text}: not a Parquet file (")
@@ -170,11 +172,11 @@ def test_bad_files_are_refused_in_one_line_and_the_archive_keeps_what_it_had(exp
     cases = {
         "scaled": (vectors * 2, "77 of 77 embeddings are not unit-length (norms 2 to 2); geosearch searches unit "
                                 "vectors by cosine: normalise them first"),
-        "ragged": ([v[: 511 if i == 3 else 512] for i, v in enumerate(vectors)],
-                   "embedding holds 511 to 512 values per tile; every tile needs the same dimension"),
+        "ragged": ([v[: DIM - 1 if i == 3 else DIM] for i, v in enumerate(vectors)],
+                   f"embedding holds {DIM - 1} to {DIM} values per tile; every tile needs the same dimension"),
         "int8": (list((vectors * 127).astype(np.int8)),
                  "embedding holds int8 values; geosearch imports float vectors: dequantize them first"),
-        "nan": (np.where(np.arange(512) == 7, np.nan, vectors), "77 embeddings hold NaN or infinite values"),
+        "nan": (np.where(np.arange(DIM) == 7, np.nan, vectors), "77 embeddings hold NaN or infinite values"),
     }
     for name, (given, message) in cases.items():
         path = tmp_path / f"{name}.parquet"

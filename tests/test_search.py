@@ -313,8 +313,8 @@ def test_examples_without_a_query_and_bad_examples(archive):
     with pytest.raises(GeosearchError, match=r"^33 examples: give at most 32 in all \(the query, positives and"):
         build_query(archive, tile=water, positives=[{"tile": water}] * 16, negatives=[{"tile": snow}] * 16)
     alien = dataclasses.replace(given, vector=np.full(32, 32 ** -0.5, dtype=np.float32))
-    with pytest.raises(GeosearchError, match=r"^negative example 1 has 32 dimensions, the archive 512: embed it "
-                                             rf"with the archive's model {archive.model_id}$"):
+    with pytest.raises(GeosearchError, match=rf"^negative example 1 has 32 dimensions, the archive {archive.dim}: "
+                                             rf"embed it with the archive's model {archive.model_id}$"):
         search(archive, dataclasses.replace(given, negatives=(alien,)), 5)
 
 

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+import shapely
 import torch
 import torch.nn.functional as F
 
@@ -126,6 +127,42 @@ def test_learned_whitening_discounts_what_differs_within_a_place():
     assert after > before + 0.2, (before, after)
     with pytest.raises(GeosearchError, match="needs matching pairs"):
         learn_whitening(features, np.empty((0, 2), dtype=int), 64)
+    pairs = same_label_pairs(np.concatenate([train, train]))
+    again = learn_whitening(features, pairs, 64)
+    assert np.array_equal(projection, again[0]) and np.array_equal(bias, again[1]), "one model for one input"
+    # shrunk all the way, the within-place covariance is a multiple of the identity: nothing is whitened away and
+    # the projection is the features' principal directions, orthogonal and of one length
+    plain, _ = learn_whitening(features, pairs, 64, shrinkage=1.0)
+    gram = plain @ plain.T
+    np.testing.assert_allclose(gram, gram[0, 0] * np.eye(64), atol=1e-3 * gram[0, 0])
+    with pytest.raises(GeosearchError, match=r"whitening shrinkage 1\.5: choose 0 to 1"):
+        learn_whitening(features, pairs, 64, shrinkage=1.5)
+
+
+def test_places_cut_at_another_size_keep_off_the_held_out_ground(places):
+    """The whitening learns from places at several tile sizes; those that touch ground held out at the training
+    size stay out, checked here on the tiles' footprints rather than on pixel offsets."""
+    _, held_out = class_split(places.labels, 0.2, seed=0)
+    small = PlaceTiles(PAIR, TilingOptions(tile_size=64, nodata=0))
+    kept = small.apart_from(places, held_out)
+    footprints = {}
+    for data in (places, small):
+        for path in PAIR:
+            with data.tiling.open(path) as scene:
+                grid = plan_grid(scene, data.tiling)
+            offsets = [tuple(o) for o in grid.offsets.tolist()]
+            footprints |= {(data.tiling.tile_size, path, o): grid.footprints.wgs84[i] for i, o in enumerate(offsets)}
+
+    def ground(data: PlaceTiles, index: int):
+        tile = data.tiles[index]
+        return footprints[(data.tiling.tile_size, tile.scene, (tile.row, tile.col))]
+
+    held_ground = shapely.union_all([ground(places, i) for i in held_out])
+    # in degrees, neighbouring footprints overlap by a sliver (straight edges drawn between reprojected corners)
+    touching = {small.labels[i] for i in range(len(small))
+                if ground(small, i).intersection(held_ground).area > 0.01 * ground(small, i).area}
+    assert 0 < len(kept) < len(small) and touching
+    assert set(small.labels[kept]) == set(small.labels) - touching
 
 
 def test_a_whitened_checkpoint_is_an_engine_encoder(places):
@@ -181,6 +218,8 @@ def test_train_on_places_resumes_after_kill_9(tmp_path):
     ({"classes_per_batch": 40}, "left to train on (8 held out to evaluate), fewer than a P × K batch's 40"),
     ({"scenes": "[]"}, "a places run needs `scenes`"),
     ({"kind": '"tiles"'}, "unknown dataset kind 'tiles'"),
+    ({"kind": '"classes"', "dataset": '"folders"', "whiten_tile_sizes": "[64]"},
+     'whiten_tile_sizes cuts places at other tile sizes; it needs kind = "places"'),
 ])
 def test_train_on_places_refuses_what_it_cannot_use_in_one_line(tmp_path, changes, problem):
     config = tmp_path / "places.toml"
@@ -196,10 +235,13 @@ def test_a_places_run_ships_as_the_default_with_the_numbers_measured_on_it(tmp_p
     from training.train import TrainConfig, train
 
     config = tmp_path / "places.toml"
-    _places_config(config, tmp_path / "run", epochs=1, keep=0.0, whiten=8, whiten_views=1)
+    _places_config(config, tmp_path / "run", epochs=1, keep=0.0, whiten=8, whiten_views=1,
+                   whiten_tile_sizes="[64]", whiten_shrinkage=0.1)
     result = train(TrainConfig.from_toml(config))
     trained = load_checkpoint(result.checkpoint)
-    assert trained.config.dim == 8 and trained.metadata["initial_weights"]["whitening"]["views"] == 1
+    learned = trained.metadata["initial_weights"]["whitening"]
+    assert trained.config.dim == 8 and learned["views"] == 1 and learned["tile_sizes"] == [64, 128]
+    assert learned["items"] > len(json.loads((tmp_path / "run" / "split.json").read_text())["train"])
     quality = tmp_path / "quality.json"
     same = "same-place|default|aligned grid, archive stretch (default)|64"
     quality.write_text(json.dumps({same: {"rank1": 0.987, "model_id": trained.model_id},
@@ -210,5 +252,6 @@ def test_a_places_run_ships_as_the_default_with_the_numbers_measured_on_it(tmp_p
     assert "public domain" in shipped.metadata["data"]["terms"] and "redistribute" in shipped.metadata["notes"]
     card = (tmp_path / "models" / "MODEL_CARD.md").read_text()
     assert trained.model_id in card and "learned whitening to 8 dimensions" in card
+    assert "places cut at 64 and 128 px" in card and "shrunk 0.1 of the way to the identity" in card
     assert "| `default` | 98.7 | not measured | not measured | not measured |" in card
     assert f"rank 1 for {100 * result.retrieval.recall_at_hit[1]:.1f} %" in card

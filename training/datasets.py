@@ -167,6 +167,22 @@ class PlaceTiles(SceneTiles):
         shift = torch.randint(-reach, reach + 1, (2,)).tolist() if reach else (0, 0)
         return self.read(self.tiles[index], tuple(shift))
 
+    def apart_from(self, other: "PlaceTiles", items: np.ndarray) -> np.ndarray:
+        """The items of the places that share no pixel with the tiles of `other` at `items`: cut at another tile
+        size, the same scenes keep the ground `other` holds out to evaluate on out of training."""
+        size, other_size = self.tiling.tile_size, other.tiling.tile_size
+        touching = set()
+        for scene in self.stretches:
+            held = np.array([(t.row, t.col) for t in (other.tiles[i] for i in items) if t.scene == scene])
+            mine = [i for i, t in enumerate(self.tiles) if t.scene == scene]
+            if not len(held) or not mine:
+                continue
+            at = np.array([(self.tiles[i].row, self.tiles[i].col) for i in mine])
+            overlap = ((at[:, None, :] < held[None, :, :] + other_size) &
+                       (held[None, :, :] < at[:, None, :] + size)).all(axis=2).any(axis=1)
+            touching.update(self.labels[np.array(mine)[overlap]])
+        return np.flatnonzero(~np.isin(self.labels, list(touching)))
+
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Per class, `test_fraction` of its items (rounded) go to the test side; fixed by the seed."""

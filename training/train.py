@@ -8,7 +8,7 @@ import math
 import os
 import tomllib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +87,8 @@ class TrainConfig:
     keep_temperature: float = 0.1
     whiten: int | None = None  # start from learned whitening to this many dimensions (training/whitening.py)
     whiten_views: int = 2  # augmented views of each training item that the whitening learns from
+    whiten_shrinkage: float | None = None  # of the within-place covariance, 0 to 1; None: Ledoit-Wolf chooses
+    whiten_tile_sizes: list[int] = field(default_factory=list)  # places: cut at these sizes too for the whitening
 
     def __post_init__(self) -> None:
         if not 0 < self.test_fraction < 1 or not 0 <= self.validation_fraction < 1:
@@ -98,6 +100,8 @@ class TrainConfig:
             raise GeosearchError(f"a {self.data_kind} run needs `dataset`")
         if self.data_kind != "classes" and not self.scenes:
             raise GeosearchError(f"a {self.data_kind} run needs `scenes`")
+        if self.whiten_tile_sizes and self.data_kind != "places":
+            raise GeosearchError("whiten_tile_sizes cuts places at other tile sizes; it needs kind = \"places\"")
 
     @property
     def data_kind(self) -> str:
@@ -181,14 +185,29 @@ def _initial_encoder(config: TrainConfig) -> tuple[Encoder, dict]:
     return pretrained_encoder(config.backbone, weights, **overrides)
 
 
+def _whitening_sources(config: TrainConfig, dataset: LabelledImages,
+                       items: np.ndarray) -> list[tuple[LabelledImages, np.ndarray]]:
+    """The training items, and the places cut at each of `whiten_tile_sizes` that share no ground with the
+    held-out ones: an archive is indexed at several tile sizes."""
+    sources = [(dataset, items)]
+    if config.whiten_tile_sizes:
+        held_out = np.setdiff1d(np.arange(len(dataset)), items)
+        for size in sorted(set(config.whiten_tile_sizes) - {config.tile_size}):
+            places = load_dataset(replace(config, tile_size=size))
+            sources.append((places, places.apart_from(dataset, held_out)))
+    return sources
+
+
 def _whitened(config: TrainConfig, start: Encoder, initial_weights: dict, dataset: LabelledImages,
               items: np.ndarray, transform: Transform, device: torch.device, out: Path) -> tuple[Encoder, dict]:
     """The start with learned whitening as its head, learned once per run (kept in the run's folder)."""
     path, digest = out / "whitened.pt", config.digest()
     if not (path.exists() and (checkpoint := load_checkpoint(path)).metadata["whitening"].get("digest") == digest):
-        checkpoint = whiten(Checkpoint.of(start, {"initial_weights": initial_weights}), dataset, items,
-                            config.whiten_views, transform, config.whiten, device, config.workers)
-        checkpoint.metadata["whitening"]["digest"] = digest
+        checkpoint = whiten(Checkpoint.of(start, {"initial_weights": initial_weights}),
+                            _whitening_sources(config, dataset, items), config.whiten_views, transform,
+                            config.whiten, config.whiten_shrinkage, device, config.workers)
+        checkpoint.metadata["whitening"] |= {"digest": digest, "tile_sizes": sorted({config.tile_size,
+                                                                                      *config.whiten_tile_sizes})}
         save_checkpoint(checkpoint, path)
     learned = {key: value for key, value in checkpoint.metadata["whitening"].items() if key != "digest"}
     return checkpoint.encoder(), {**checkpoint.metadata["initial_weights"], "whitening": learned}

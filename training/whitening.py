@@ -5,11 +5,12 @@ place) is whitened away, and the directions along which places differ most are k
 projection on unit-length pooled features, which the engine's encoder holds as its head.
 """
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
 import torch
-from sklearn.covariance import LedoitWolf
+from sklearn.covariance import LedoitWolf, ShrunkCovariance
 from sklearn.decomposition import PCA
 
 from geosearch.encoder.checkpoint import Checkpoint
@@ -29,18 +30,25 @@ def same_label_pairs(labels: np.ndarray) -> np.ndarray:
     return np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=int)
 
 
-def learn_whitening(features: np.ndarray, pairs: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+def learn_whitening(features: np.ndarray, pairs: np.ndarray, dim: int,
+                    shrinkage: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A (dim, D) projection P and a bias b such that P x + b whitens the differences within `pairs` of unit
     `features` (n, D) and keeps the `dim` directions of most remaining variance. The within-pair covariance is
-    shrunk (Ledoit-Wolf): an archive gives fewer matching pairs than a 1,280-d covariance has entries."""
+    shrunk towards a multiple of the identity: an archive gives fewer matching pairs than a 1,280-d covariance has
+    entries. `shrinkage` in [0, 1] sets how far; None lets Ledoit-Wolf choose."""
     if len(pairs) < 2:
         raise GeosearchError("learned whitening needs matching pairs (views of one place); the data has none")
     if not 0 < dim <= features.shape[1]:
         raise GeosearchError(f"whitening to {dim} dimensions: choose 1 to {features.shape[1]}")
+    if shrinkage is not None and not 0 <= shrinkage <= 1:
+        raise GeosearchError(f"whitening shrinkage {shrinkage}: choose 0 to 1, or leave it out for Ledoit-Wolf")
+    estimator = LedoitWolf(assume_centered=True) if shrinkage is None else ShrunkCovariance(
+        shrinkage=shrinkage, assume_centered=True)
     mean = features.mean(axis=0)
-    within = LedoitWolf(assume_centered=True).fit(features[pairs[:, 0]] - features[pairs[:, 1]]).covariance_
+    within = estimator.fit(features[pairs[:, 0]] - features[pairs[:, 1]]).covariance_
     whiten = np.linalg.inv(np.linalg.cholesky(within))
-    rotation = PCA(n_components=dim).fit((features - mean) @ whiten.T).components_
+    # the full SVD: a randomized one would give another model at every run
+    rotation = PCA(n_components=dim, svd_solver="full").fit((features - mean) @ whiten.T).components_
     projection = rotation @ whiten
     return projection.astype(np.float32), (-projection @ mean).astype(np.float32)
 
@@ -60,21 +68,27 @@ def whitened_checkpoint(start: Checkpoint, projection: np.ndarray, bias: np.ndar
     return Checkpoint.of(encoder.eval(), {**start.metadata, **metadata})
 
 
-def whiten(start: Checkpoint, data: LabelledImages, indices: np.ndarray, views: int, transform: Transform,
-           dim: int, device: torch.device, workers: int = 1) -> Checkpoint:
-    """Learn the whitening from the items at `indices` and `views` augmented views of each (views of one item and
-    items of one label are the matching pairs); what it was learned from is in the metadata's `whitening`."""
+def whiten(start: Checkpoint, sources: Sequence[tuple[LabelledImages, np.ndarray]], views: int,
+           transform: Transform, dim: int, shrinkage: float | None, device: torch.device,
+           workers: int = 1) -> Checkpoint:
+    """Learn the whitening from the items of each (data set, indices) source and `views` augmented views of each
+    (views of one item and items of one label in one source are the matching pairs; several sources, such as
+    places cut at several tile sizes, keep their labels apart); what it was learned from is in the metadata's
+    `whitening`."""
     encoder = start.encoder()
-    features, labels = [], []
-    for view in range(views + 1):
-        data.transform = transform if view else None
-        torch.manual_seed(view)
-        vectors, view_labels = embed_dataset(encoder, data, indices, device, workers=workers)
-        features.append(vectors)
-        labels.append(view_labels)
-    data.transform = None
+    features, labels, first_label = [], [], 0
+    for data, indices in sources:
+        for view in range(views + 1):
+            data.transform = transform if view else None
+            torch.manual_seed(view)
+            vectors, view_labels = embed_dataset(encoder, data, indices, device, workers=workers)
+            features.append(vectors)
+            labels.append(view_labels + first_label)
+        data.transform = None
+        first_label += len(data.classes)
     features, labels = np.concatenate(features), np.concatenate(labels)
     pairs = same_label_pairs(labels)
-    projection, bias = learn_whitening(features, pairs, dim)
-    learned = {"items": len(indices), "views": views, "features": len(features), "pairs": len(pairs), "dim": dim}
+    projection, bias = learn_whitening(features, pairs, dim, shrinkage)
+    learned = {"items": sum(len(indices) for _, indices in sources), "views": views, "features": len(features),
+               "pairs": len(pairs), "dim": dim, "shrinkage": shrinkage}
     return whitened_checkpoint(start, projection, bias, {"whitening": learned})
