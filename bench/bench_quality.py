@@ -42,6 +42,7 @@ from training.datasets import ClassFolders, stratified_split  # noqa: E402
 from training.evaluate import embed_dataset  # noqa: E402
 from training.metrics import evaluate_retrieval  # noqa: E402
 from training.places import same_place  # noqa: E402
+from training.ship import ENGINE_DEFAULTS, cell_key  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 PAIR = (SHARED / "scenes" / "landsat8_224077_20200518_bgr_utm21n_30m.tif",
@@ -50,12 +51,11 @@ NC_SCENE = SHARED / "scenes" / "landsat7_nc_5band_epsg32119_28m.tif"
 NC_LABELS = SHARED / "scenes" / "labels" / "landsat7_nc_landcover_training_pixels_epsg3358.tif"
 NC_TILE, MIN_LABELLED = 32, 10
 CPU = torch.device("cpu")
-DEFAULTS = "aligned grid, archive stretch (default)"
 # The Landsat Level-1 fill value is 0, which these files leave undeclared.
 ENGINES = {
     "scene grid, scene stretch (before)": dict(grid=GridMode.SCENE, stretch=StretchMode.SCENE),
     "aligned grid, scene stretch": dict(grid=GridMode.ALIGNED, stretch=StretchMode.SCENE),
-    DEFAULTS: dict(grid=GridMode.ALIGNED, stretch=StretchMode.ARCHIVE),
+    ENGINE_DEFAULTS: dict(grid=GridMode.ALIGNED, stretch=StretchMode.ARCHIVE),
 }
 
 
@@ -105,11 +105,11 @@ def cells(models: list[str], defaults_only: bool) -> list[tuple[str, tuple, Call
     planned = []
     for model in models:
         for tile_size in (64, 128):
-            for engine in [DEFAULTS] if defaults_only else ENGINES:
-                planned.append((f"same-place|{model}|{engine}|{tile_size}", (model, engine, tile_size),
+            for engine in [ENGINE_DEFAULTS] if defaults_only else ENGINES:
+                planned.append((cell_key("same-place", model, engine, tile_size), (model, engine, tile_size),
                                 same_place_cell))
-        planned.append((f"land-cover|{model}", (model,), land_cover_cell))
-        planned.append((f"rsscn7|{model}", (model,), rsscn7_cell))
+        planned.append((cell_key("land-cover", model), (model,), land_cover_cell))
+        planned.append((cell_key("rsscn7", model), (model,), rsscn7_cell))
     return planned
 
 
@@ -119,7 +119,7 @@ def table(results: dict, models: list[str]) -> str:
              "|---|---|---|---|---|---|---|"]
     for model in models:
         for engine in ENGINES:
-            small, large = (results.get(f"same-place|{model}|{engine}|{size}") for size in (64, 128))
+            small, large = (results.get(cell_key("same-place", model, engine, size)) for size in (64, 128))
             if small and large:
                 lines.append(f"| {model} | {engine} | {pct(small['rank1'])} | {pct(small['rank10'])} | "
                              f"{pct(large['rank1'])} | {pct(large['rank10'])} | {small['queries']} / "
@@ -127,7 +127,7 @@ def table(results: dict, models: list[str]) -> str:
     lines += ["", "| model | NC land cover mAP | P@10 | labelled tiles (classes) | RSSCN7 mAP | P@10 |",
               "|---|---|---|---|---|---|"]
     for model in models:
-        nc, rs = results.get(f"land-cover|{model}"), results.get(f"rsscn7|{model}")
+        nc, rs = results.get(cell_key("land-cover", model)), results.get(cell_key("rsscn7", model))
         if nc and rs:
             lines.append(f"| {model} | {pct(nc['map'])} | {pct(nc['p@10'])} | {nc['tiles']} ({nc['classes']}) | "
                          f"{pct(rs['map'])} | {pct(rs['p@10'])} |")

