@@ -40,7 +40,7 @@ from training.datasets import stratified_split  # noqa: E402
 from training.evaluate import embed_dataset  # noqa: E402
 from training.metrics import evaluate_retrieval  # noqa: E402
 from training.train import TrainConfig, load_dataset, split  # noqa: E402
-from training.whitening import learn_whitening, same_label_pairs  # noqa: E402
+from training.whitening import learn_whitening, same_label_pairs, view_features  # noqa: E402
 
 CPU = torch.device("cpu")
 SIZES = ((64,), (64, 32), (64, 32, 128))
@@ -66,8 +66,8 @@ def features(config: TrainConfig) -> tuple[dict, dict]:
     for size in sorted({s for sizes in SIZES for s in sizes}, key=lambda s: s != config.tile_size):
         cut = places if size == config.tile_size else load_dataset(replace(config, tile_size=size))
         items = train if cut is places else cut.apart_from(places, held_out)
-        parts = [_embed(encoder, cut, items, view, views if view else None) for view in range(config.whiten_views + 1)]
-        learn[size] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]) + size * 10**6)
+        vectors, labels = view_features(encoder, cut, items, config.whiten_views, views, CPU, workers=0)
+        learn[size] = vectors, labels + size * 10**6
         if size <= config.tile_size:  # held-out ground holds whole tiles of this size
             check_items = held_out if cut is places else np.setdiff1d(np.arange(len(cut)), items)
             check[f"views {size}"] = (_embed(encoder, cut, check_items),

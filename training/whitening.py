@@ -68,6 +68,21 @@ def whitened_checkpoint(start: Checkpoint, projection: np.ndarray, bias: np.ndar
     return Checkpoint.of(encoder.eval(), {**start.metadata, **metadata})
 
 
+def view_features(encoder: Encoder, data: LabelledImages, indices: np.ndarray, views: int, transform: Transform,
+                  device: torch.device, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and labels of the items at `indices` as they are, then in each of `views` augmented views (view v
+    seeded with v, so the same data give the same features)."""
+    features, labels = [], []
+    for view in range(views + 1):
+        data.transform = transform if view else None
+        torch.manual_seed(view)
+        vectors, view_labels = embed_dataset(encoder, data, indices, device, workers=workers)
+        features.append(vectors)
+        labels.append(view_labels)
+    data.transform = None
+    return np.concatenate(features), np.concatenate(labels)
+
+
 def whiten(start: Checkpoint, sources: Sequence[tuple[LabelledImages, np.ndarray]], views: int,
            transform: Transform, dim: int, shrinkage: float | None, device: torch.device,
            workers: int = 1) -> Checkpoint:
@@ -78,13 +93,9 @@ def whiten(start: Checkpoint, sources: Sequence[tuple[LabelledImages, np.ndarray
     encoder = start.encoder()
     features, labels, first_label = [], [], 0
     for data, indices in sources:
-        for view in range(views + 1):
-            data.transform = transform if view else None
-            torch.manual_seed(view)
-            vectors, view_labels = embed_dataset(encoder, data, indices, device, workers=workers)
-            features.append(vectors)
-            labels.append(view_labels + first_label)
-        data.transform = None
+        vectors, source_labels = view_features(encoder, data, indices, views, transform, device, workers)
+        features.append(vectors)
+        labels.append(source_labels + first_label)
         first_label += len(data.classes)
     features, labels = np.concatenate(features), np.concatenate(labels)
     pairs = same_label_pairs(labels)
