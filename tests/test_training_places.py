@@ -220,6 +220,7 @@ def test_train_on_places_resumes_after_kill_9(tmp_path):
     ({"kind": '"tiles"'}, "unknown dataset kind 'tiles'"),
     ({"kind": '"classes"', "dataset": '"folders"', "whiten_tile_sizes": "[64]"},
      'whiten_tile_sizes cuts places at other tile sizes; it needs kind = "places"'),
+    ({"whiten": 8, "whiten_shrinkage": 1.5}, "whitening shrinkage 1.5: choose 0 to 1"),
 ])
 def test_train_on_places_refuses_what_it_cannot_use_in_one_line(tmp_path, changes, problem):
     config = tmp_path / "places.toml"

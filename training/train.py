@@ -37,7 +37,7 @@ from training.evaluate import embed_dataset, report
 from training.keep import KeepNeighbours
 from training.metrics import DEFAULT_KS, Retrieval, evaluate_retrieval
 from training.samplers import PKSampler
-from training.whitening import whiten
+from training.whitening import check_shrinkage, whiten
 
 KINDS = ("classes", "polygons", "places")
 
@@ -102,6 +102,7 @@ class TrainConfig:
             raise GeosearchError(f"a {self.data_kind} run needs `scenes`")
         if self.whiten_tile_sizes and self.data_kind != "places":
             raise GeosearchError("whiten_tile_sizes cuts places at other tile sizes; it needs kind = \"places\"")
+        check_shrinkage(self.whiten_shrinkage)  # before minutes of embedding, not after
 
     @property
     def data_kind(self) -> str:

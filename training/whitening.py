@@ -30,6 +30,11 @@ def same_label_pairs(labels: np.ndarray) -> np.ndarray:
     return np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=int)
 
 
+def check_shrinkage(shrinkage: float | None) -> None:
+    if shrinkage is not None and not 0 <= shrinkage <= 1:
+        raise GeosearchError(f"whitening shrinkage {shrinkage}: choose 0 to 1, or leave it out for Ledoit-Wolf")
+
+
 def learn_whitening(features: np.ndarray, pairs: np.ndarray, dim: int,
                     shrinkage: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A (dim, D) projection P and a bias b such that P x + b whitens the differences within `pairs` of unit
@@ -40,8 +45,7 @@ def learn_whitening(features: np.ndarray, pairs: np.ndarray, dim: int,
         raise GeosearchError("learned whitening needs matching pairs (views of one place); the data has none")
     if not 0 < dim <= features.shape[1]:
         raise GeosearchError(f"whitening to {dim} dimensions: choose 1 to {features.shape[1]}")
-    if shrinkage is not None and not 0 <= shrinkage <= 1:
-        raise GeosearchError(f"whitening shrinkage {shrinkage}: choose 0 to 1, or leave it out for Ledoit-Wolf")
+    check_shrinkage(shrinkage)
     estimator = LedoitWolf(assume_centered=True) if shrinkage is None else ShrunkCovariance(
         shrinkage=shrinkage, assume_centered=True)
     mean = features.mean(axis=0)
