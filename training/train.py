@@ -100,9 +100,15 @@ class TrainConfig:
             raise GeosearchError(f"a {self.data_kind} run needs `dataset`")
         if self.data_kind != "classes" and not self.scenes:
             raise GeosearchError(f"a {self.data_kind} run needs `scenes`")
+        # the whitening's settings are checked here, before minutes of embedding, not after
+        if self.whiten is None and (self.whiten_tile_sizes or self.whiten_shrinkage is not None):
+            raise GeosearchError("whiten_tile_sizes and whiten_shrinkage shape the learned whitening; set `whiten` "
+                                 "(its output size) too")
         if self.whiten_tile_sizes and self.data_kind != "places":
             raise GeosearchError("whiten_tile_sizes cuts places at other tile sizes; it needs kind = \"places\"")
-        check_shrinkage(self.whiten_shrinkage)  # before minutes of embedding, not after
+        if bad := [s for s in self.whiten_tile_sizes if isinstance(s, bool) or not isinstance(s, int) or s <= 0]:
+            raise GeosearchError(f"whiten_tile_sizes {bad[0]!r}: tile sizes are whole pixels above 0")
+        check_shrinkage(self.whiten_shrinkage)
 
     @property
     def data_kind(self) -> str:
@@ -195,7 +201,10 @@ def _whitening_sources(config: TrainConfig, dataset: LabelledImages,
         held_out = np.setdiff1d(np.arange(len(dataset)), items)
         for size in sorted(set(config.whiten_tile_sizes) - {config.tile_size}):
             places = load_dataset(replace(config, tile_size=size))
-            sources.append((places, places.apart_from(dataset, held_out)))
+            if not len(apart := places.apart_from(dataset, held_out)):
+                raise GeosearchError(f"every place cut at {size} px touches the held-out ground; leave {size} out "
+                                     "of whiten_tile_sizes")
+            sources.append((places, apart))
     return sources
 
 

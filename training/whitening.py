@@ -31,7 +31,9 @@ def same_label_pairs(labels: np.ndarray) -> np.ndarray:
 
 
 def check_shrinkage(shrinkage: float | None) -> None:
-    if shrinkage is not None and not 0 <= shrinkage <= 1:
+    """A shrinkage is a share of the way to the identity (0 to 1), or None for Ledoit-Wolf's own choice."""
+    if shrinkage is not None and (isinstance(shrinkage, bool) or not isinstance(shrinkage, int | float)
+                                  or not 0 <= shrinkage <= 1):
         raise GeosearchError(f"whitening shrinkage {shrinkage}: choose 0 to 1, or leave it out for Ledoit-Wolf")
 
 
