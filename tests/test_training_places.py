@@ -223,7 +223,8 @@ def test_train_on_places_resumes_after_kill_9(tmp_path):
     ({"whiten_shrinkage": 0.25}, "shape the learned whitening; set `whiten` (its output size) too"),
     ({"whiten": 8, "whiten_shrinkage": 1.5}, "whitening shrinkage 1.5: choose 0 to 1"),
     ({"whiten": 8, "whiten_shrinkage": "true"}, "whitening shrinkage True: choose 0 to 1"),
-    ({"whiten": 8, "whiten_tile_sizes": "[64, 0]"}, "whiten_tile_sizes 0: tile sizes are whole pixels above 0"),
+    ({"whiten": 8, "whiten_tile_sizes": "[64, 0]"}, "whiten_tile_sizes [64, 0]: a list of tile sizes, whole pixels"),
+    ({"whiten": 8, "whiten_tile_sizes": "32"}, "whiten_tile_sizes 32: a list of tile sizes, whole pixels above 0"),
     ({"whiten": 8, "whiten_tile_sizes": "[384]"}, "every place cut at 384 px touches the held-out ground"),
 ])
 def test_train_on_places_refuses_what_it_cannot_use_in_one_line(tmp_path, changes, problem):

@@ -106,8 +106,9 @@ class TrainConfig:
                                  "(its output size) too")
         if self.whiten_tile_sizes and self.data_kind != "places":
             raise GeosearchError("whiten_tile_sizes cuts places at other tile sizes; it needs kind = \"places\"")
-        if bad := [s for s in self.whiten_tile_sizes if isinstance(s, bool) or not isinstance(s, int) or s <= 0]:
-            raise GeosearchError(f"whiten_tile_sizes {bad[0]!r}: tile sizes are whole pixels above 0")
+        sizes = self.whiten_tile_sizes
+        if not isinstance(sizes, list) or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in sizes):
+            raise GeosearchError(f"whiten_tile_sizes {sizes!r}: a list of tile sizes, whole pixels above 0")
         check_shrinkage(self.whiten_shrinkage)
 
     @property
