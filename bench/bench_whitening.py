@@ -58,7 +58,7 @@ def _embed(encoder, data, items, seed: int | None = None, transform=None) -> tup
 
 
 def features(config: TrainConfig) -> tuple[dict, dict]:
-    """Training features per tile size (labels offset apart) and the validation sets, from the pretrained start."""
+    """Training features per tile size and the validation sets, from the pretrained start."""
     encoder, views = open_model("pretrained").encoder(), archive_views(config.band_swap)
     places = load_dataset(config)
     train, held_out = split(config, places.labels)
@@ -67,7 +67,7 @@ def features(config: TrainConfig) -> tuple[dict, dict]:
         cut = places if size == config.tile_size else load_dataset(replace(config, tile_size=size))
         items = train if cut is places else cut.apart_from(places, held_out)
         vectors, labels = view_features(encoder, cut, items, config.whiten_views, views, CPU, workers=0)
-        learn[size] = vectors, labels + size * 10**6
+        learn[size] = vectors, labels
         if size <= config.tile_size:  # held-out ground holds whole tiles of this size
             check_items = held_out if cut is places else np.setdiff1d(np.arange(len(cut)), items)
             check[f"views {size}"] = (_embed(encoder, cut, check_items),
@@ -108,7 +108,7 @@ def main() -> None:
     rows = [{"variant": "pretrained (no whitening)", **measure(check)}]
     for sizes, shrinkage, dim in itertools.product(SIZES, SHRINKAGES, DIMS):
         vectors = np.concatenate([learn[size][0] for size in sizes])
-        projection, bias = learn_whitening(vectors, same_label_pairs(np.concatenate([learn[s][1] for s in sizes])),
+        projection, bias = learn_whitening(vectors, same_label_pairs(*(learn[s][1] for s in sizes)),
                                            dim, shrinkage)
         rows.append({"variant": f"tile sizes {'+'.join(map(str, sizes))}, shrinkage "
                                 f"{'Ledoit-Wolf' if shrinkage is None else shrinkage}, {dim}-d",

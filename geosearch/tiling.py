@@ -17,6 +17,7 @@ from geosearch.scene import Scene, open_scene, shared_stretch
 from geosearch.stretch import DEFAULT_PERCENTILES, ProfileStretches, Stretch, StretchMode
 
 DEFAULT_TILE_SIZE = 256
+MIN_TILE_SIZE = 8  # fewer pixels a side hold no texture for the encoder to match
 DEFAULT_MIN_VALID = 0.5  # a tile at least half real data still shows what the land looks like
 FOOTPRINT_TOLERANCE = 0.1  # footprint edges in lon/lat stay within a tenth of a pixel of the true edge
 log = logging.getLogger(__name__)

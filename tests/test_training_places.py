@@ -97,6 +97,13 @@ def test_keeping_the_starts_neighbours_costs_nothing_for_the_start_itself(places
     assert loss.item() > 0.01 and student.projection.weight.grad.abs().sum() > 0
 
 
+def test_same_label_pairs_keep_label_sets_apart():
+    """Places cut at two tile sizes each number their places from 0: place 0 at 64 px is not place 0 at 32 px."""
+    pairs = same_label_pairs(np.array([0, 1, 0, 1]), np.array([0, 2, 0]))
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 2), (1, 3), (4, 6)]
+    assert same_label_pairs(np.array([0, 1])).shape == (0, 2)
+
+
 def test_learned_whitening_discounts_what_differs_within_a_place():
     """Real pooled features of the crops' places; each place's second view is its first moved along one nuisance
     direction by a random amount, as a change of light would move it. The whitening shrinks that direction far
@@ -223,8 +230,10 @@ def test_train_on_places_resumes_after_kill_9(tmp_path):
     ({"whiten_shrinkage": 0.25}, "shape the learned whitening; set `whiten` (its output size) too"),
     ({"whiten": 8, "whiten_shrinkage": 1.5}, "whitening shrinkage 1.5: choose 0 to 1"),
     ({"whiten": 8, "whiten_shrinkage": "true"}, "whitening shrinkage True: choose 0 to 1"),
-    ({"whiten": 8, "whiten_tile_sizes": "[64, 0]"}, "whiten_tile_sizes [64, 0]: a list of tile sizes, whole pixels"),
-    ({"whiten": 8, "whiten_tile_sizes": "32"}, "whiten_tile_sizes 32: a list of tile sizes, whole pixels above 0"),
+    ({"whiten": 8, "whiten_tile_sizes": "[64, 4]"}, "whiten_tile_sizes [64, 4]: a list of tile sizes, whole pixels"),
+    ({"whiten": 8, "whiten_tile_sizes": "32"}, "whiten_tile_sizes 32: a list of tile sizes, whole pixels, 8 or more"),
+    ({"tile_size": 0}, "tile_size 0: whole pixels, 8 or more"),
+    ({"tile_size": 64.5}, "tile_size 64.5: whole pixels, 8 or more"),
     ({"whiten": 8, "whiten_tile_sizes": "[384]"}, "every place cut at 384 px touches the held-out ground"),
 ])
 def test_train_on_places_refuses_what_it_cannot_use_in_one_line(tmp_path, changes, problem):

@@ -20,7 +20,7 @@ from geosearch.encoder.device import resolve_device
 from geosearch.encoder.model import Encoder
 from geosearch.encoder.pretrained import pretrained_encoder
 from geosearch.errors import GeosearchError
-from geosearch.tiling import DEFAULT_TILE_SIZE, TilingOptions
+from geosearch.tiling import DEFAULT_TILE_SIZE, MIN_TILE_SIZE, TilingOptions
 from training.augment import archive_views, train_transform
 from training.baselines import make_loss
 from training.datasets import (
@@ -100,6 +100,8 @@ class TrainConfig:
             raise GeosearchError(f"a {self.data_kind} run needs `dataset`")
         if self.data_kind != "classes" and not self.scenes:
             raise GeosearchError(f"a {self.data_kind} run needs `scenes`")
+        if not _is_tile_size(self.tile_size):
+            raise GeosearchError(f"tile_size {self.tile_size!r}: whole pixels, {MIN_TILE_SIZE} or more")
         # the whitening's settings are checked here, before minutes of embedding, not after
         if self.whiten is None and (self.whiten_tile_sizes or self.whiten_shrinkage is not None):
             raise GeosearchError("whiten_tile_sizes and whiten_shrinkage shape the learned whitening; set `whiten` "
@@ -107,8 +109,9 @@ class TrainConfig:
         if self.whiten_tile_sizes and self.data_kind != "places":
             raise GeosearchError("whiten_tile_sizes cuts places at other tile sizes; it needs kind = \"places\"")
         sizes = self.whiten_tile_sizes
-        if not isinstance(sizes, list) or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in sizes):
-            raise GeosearchError(f"whiten_tile_sizes {sizes!r}: a list of tile sizes, whole pixels above 0")
+        if not isinstance(sizes, list) or not all(map(_is_tile_size, sizes)):
+            raise GeosearchError(f"whiten_tile_sizes {sizes!r}: a list of tile sizes, whole pixels, {MIN_TILE_SIZE} "
+                                 "or more")
         check_shrinkage(self.whiten_shrinkage)
 
     @property
@@ -143,6 +146,10 @@ class TrainConfig:
         relevant |= {"dataset": _resolved(self.dataset), "scenes": [_resolved(s) for s in self.scenes],
                      "init": _resolved(self.init)}  # one file, however its path is spelt
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _is_tile_size(size: object) -> bool:
+    return isinstance(size, int) and not isinstance(size, bool) and size >= MIN_TILE_SIZE
 
 
 def load_dataset(config: TrainConfig) -> LabelledImages:

@@ -20,13 +20,16 @@ from training.datasets import LabelledImages, Transform
 from training.evaluate import embed_dataset
 
 
-def same_label_pairs(labels: np.ndarray) -> np.ndarray:
-    """(n, 2) index pairs of every two items with one label."""
-    order = np.argsort(labels, kind="stable")
-    pairs = []
-    for group in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1):
-        a, b = np.triu_indices(len(group), k=1)
-        pairs.append(np.stack([group[a], group[b]], axis=1))
+def same_label_pairs(*label_sets: np.ndarray) -> np.ndarray:
+    """(n, 2) index pairs, into the sets' concatenation, of every two items with one label in one set: the sets
+    (places cut at several tile sizes, say) number their labels each on its own, so they are kept apart."""
+    pairs, first = [], 0
+    for labels in label_sets:
+        order = np.argsort(labels, kind="stable")
+        for group in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1):
+            a, b = np.triu_indices(len(group), k=1)
+            pairs.append(first + np.stack([group[a], group[b]], axis=1))
+        first += len(labels)
     return np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=int)
 
 
@@ -97,14 +100,12 @@ def whiten(start: Checkpoint, sources: Sequence[tuple[LabelledImages, np.ndarray
     places cut at several tile sizes, keep their labels apart); what it was learned from is in the metadata's
     `whitening`."""
     encoder = start.encoder()
-    features, labels, first_label = [], [], 0
+    features, labels = [], []
     for data, indices in sources:
         vectors, source_labels = view_features(encoder, data, indices, views, transform, device, workers)
         features.append(vectors)
-        labels.append(source_labels + first_label)
-        first_label += len(data.classes)
-    features, labels = np.concatenate(features), np.concatenate(labels)
-    pairs = same_label_pairs(labels)
+        labels.append(source_labels)
+    features, pairs = np.concatenate(features), same_label_pairs(*labels)
     projection, bias = learn_whitening(features, pairs, dim, shrinkage)
     learned = {"items": sum(len(indices) for _, indices in sources), "views": views, "features": len(features),
                "pairs": len(pairs), "dim": dim, "shrinkage": shrinkage}

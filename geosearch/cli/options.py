@@ -18,7 +18,7 @@ from geosearch.stac import Sources, find_sources
 from geosearch.store import check_collection, open_backend
 from geosearch.store.archive import Archive
 from geosearch.stretch import ProfileStretches, StretchMode, parse_stretch
-from geosearch.tiling import DEFAULT_MIN_VALID, DEFAULT_TILE_SIZE, TilingOptions
+from geosearch.tiling import DEFAULT_MIN_VALID, DEFAULT_TILE_SIZE, MIN_TILE_SIZE, TilingOptions
 
 
 def _parsed_by(parse: Callable[[str], object]) -> Callable:
@@ -62,8 +62,8 @@ def scene_paths(scenes: tuple[str, ...], recursive: bool, assets: tuple[str, ...
 def tiling_options(command: Callable) -> Callable:
     """The options that say how scenes are cut, shared by every command that reads scenes."""
     options = [
-        click.option("--tile-size", type=click.IntRange(min=8), default=DEFAULT_TILE_SIZE, show_default=True,
-                     envvar="GEOSEARCH_TILE_SIZE", help="Tile side in pixels of the tiling grid."),
+        click.option("--tile-size", type=click.IntRange(min=MIN_TILE_SIZE), default=DEFAULT_TILE_SIZE,
+                     show_default=True, envvar="GEOSEARCH_TILE_SIZE", help="Tile side in pixels of the tiling grid."),
         click.option("--stride", type=click.IntRange(min=1), envvar="GEOSEARCH_STRIDE",
                      help="Step between tiles in pixels; less than --tile-size makes tiles overlap. "
                           "[default: tile size]"),
