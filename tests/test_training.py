@@ -68,6 +68,21 @@ def test_training_changes_the_weights_and_resumes(folders, tmp_path):
     assert trained.model_id != initial.model_id
     again = train(config)  # the state says both epochs are done: nothing more is trained
     assert again.losses == first.losses and load_checkpoint(again.checkpoint).model_id == trained.model_id
+    state = (tmp_path / "run" / "state.pt").read_bytes()
+    with pytest.raises(GeosearchError, match=r"state\.pt was saved by a run with other settings; give this run"):
+        train(_config(folders, tmp_path / "run", "srl", epochs=3))
+    assert (tmp_path / "run" / "state.pt").read_bytes() == state, "a state saved with other settings is kept"
+
+
+def test_a_setting_added_later_at_its_default_keeps_saved_states_resumable(folders, tmp_path):
+    @dataclasses.dataclass(frozen=True)
+    class Later(TrainConfig):
+        added_later: int = 3
+
+    settings = dataclasses.asdict(_config(folders, tmp_path / "run", "srl"))
+    assert Later(**settings).digest() == TrainConfig(**settings).digest()
+    assert Later(**settings, added_later=4).digest() != TrainConfig(**settings).digest()
+    assert TrainConfig(**settings | {"workers": 3, "device": "cpu"}).digest() == TrainConfig(**settings).digest()
 
 
 def test_split_is_stratified_and_fixed():

@@ -8,7 +8,7 @@ import math
 import os
 import tomllib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -141,10 +141,13 @@ class TrainConfig:
             raise GeosearchError(f"{path}: {error}") from None
 
     def digest(self) -> str:
-        """What a saved state must match to be resumed (everything but where it runs)."""
-        relevant = {k: v for k, v in asdict(self).items() if k not in ("device", "workers", "out")}
-        relevant |= {"dataset": _resolved(self.dataset), "scenes": [_resolved(s) for s in self.scenes],
-                     "init": _resolved(self.init)}  # one file, however its path is spelt
+        """What a saved state must match to be resumed: every setting but where it runs, and none left at its
+        default, so that a setting added later does not orphan the states saved before it."""
+        relevant = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("device", "workers", "out")
+                    and getattr(self, f.name) != (f.default_factory() if f.default is MISSING else f.default)}
+        paths = {"dataset": _resolved(self.dataset), "scenes": [_resolved(s) for s in self.scenes],
+                 "init": _resolved(self.init)}  # one file, however its path is spelt
+        relevant |= {key: value for key, value in paths.items() if key in relevant}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -241,6 +244,18 @@ def _schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torc
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _saved_state(path: Path, config: TrainConfig) -> dict | None:
+    """The run folder's saved state, if any; one saved with other settings is refused, before its split is written
+    over and minutes of whitening."""
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["digest"] != config.digest():
+        raise GeosearchError(f"{path} was saved by a run with other settings; give this run another `out`, or "
+                             "remove that file to train from the start")
+    return state
+
+
 def _save_state(path: Path, state: dict) -> None:
     tmp = path.with_name(f".{path.name}.partial")
     torch.save(state, tmp)
@@ -258,15 +273,18 @@ class TrainResult:
 
 
 def train(config: TrainConfig, on_step: Callable[[int, int, float], None] | None = None) -> TrainResult:
-    """Train, resuming from the run folder's state when it holds the same config; then evaluate on the test split.
-    `on_step(step, total, loss)` reports progress."""
+    """Train, resuming from the run folder's saved state (refused if saved with other settings); then evaluate on
+    the test split. `on_step(step, total, loss)` reports progress."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
+    loss_fn = make_loss(config.loss, **config.loss_options)
     torch.manual_seed(config.seed)
     dataset = load_dataset(config)
     train_idx, test_idx = split(config, dataset.labels)
     sampler = _sampler(config, dataset.labels[train_idx], len(np.unique(dataset.labels[test_idx])))
+    state_path = out / "state.pt"
+    state = _saved_state(state_path, config)
     save_split(out / "split.json", train_idx, test_idx, dataset.names)
 
     encoder, initial_weights = _initial_encoder(config)
@@ -276,7 +294,6 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float], None] | None
         encoder, initial_weights = _whitened(config, encoder, initial_weights, dataset, train_idx, transform, device,
                                              out)
     encoder = encoder.to(device).train()
-    loss_fn = make_loss(config.loss, **config.loss_options)
     keep = KeepNeighbours(encoder, config.keep_temperature) if config.keep else None
     head = [p for name, p in encoder.named_parameters() if name.startswith(("pool.", "projection."))]
     trunk = [p for name, p in encoder.named_parameters() if not name.startswith(("pool.", "projection."))]
@@ -286,15 +303,13 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float], None] | None
     total = per_epoch * config.epochs
     scheduler = _schedule(optimizer, round(config.warmup_epochs * per_epoch), total)
 
-    state_path, start_epoch, losses = out / "state.pt", 0, []
-    if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)
-        if state["digest"] == config.digest():
-            encoder.load_state_dict(state["encoder"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start_epoch, losses = state["epoch"], state["losses"]
-            torch.set_rng_state(state["rng"])
+    start_epoch, losses = 0, []
+    if state is not None:
+        encoder.load_state_dict(state["encoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, losses = state["epoch"], state["losses"]
+        torch.set_rng_state(state["rng"])
 
     dataset.transform = transform
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
