@@ -68,21 +68,35 @@ def test_training_changes_the_weights_and_resumes(folders, tmp_path):
     assert trained.model_id != initial.model_id
     again = train(config)  # the state says both epochs are done: nothing more is trained
     assert again.losses == first.losses and load_checkpoint(again.checkpoint).model_id == trained.model_id
-    state = (tmp_path / "run" / "state.pt").read_bytes()
-    with pytest.raises(GeosearchError, match=r"state\.pt was saved by a run with other settings; give this run"):
-        train(_config(folders, tmp_path / "run", "srl", epochs=3))
-    assert (tmp_path / "run" / "state.pt").read_bytes() == state, "a state saved with other settings is kept"
+    saved = {name: (tmp_path / "run" / name).read_bytes() for name in ("state.pt", "split.json")}
+    with pytest.raises(GeosearchError, match=r"state\.pt was saved by a run with other settings \(epochs 2 → 3; "
+                                             r"split_seed 0 → 1\); give this run another `out`"):
+        train(_config(folders, tmp_path / "run", "srl", epochs=3, split_seed=1))
+    assert all((tmp_path / "run" / name).read_bytes() == data for name, data in saved.items()), "nothing written"
 
 
 def test_a_setting_added_later_at_its_default_keeps_saved_states_resumable(folders, tmp_path):
     @dataclasses.dataclass(frozen=True)
     class Later(TrainConfig):
         added_later: int = 3
+        added_list: list = dataclasses.field(default_factory=list)
 
-    settings = dataclasses.asdict(_config(folders, tmp_path / "run", "srl"))
-    assert Later(**settings).digest() == TrainConfig(**settings).digest()
-    assert Later(**settings, added_later=4).digest() != TrainConfig(**settings).digest()
-    assert TrainConfig(**settings | {"workers": 3, "device": "cpu"}).digest() == TrainConfig(**settings).digest()
+    config = _config(folders, tmp_path / "run", "srl")
+    saved, settings = config.settings(), dataclasses.asdict(config)
+    assert Later(**settings).changes_from(saved) == []
+    assert Later(**settings, added_later=4, added_list=[1]).changes_from(saved) == ["added_later 3 → 4",
+                                                                                    "added_list [] → [1]"]
+    assert dataclasses.replace(config, lr_head=0.5, workers=3).changes_from(saved) == ["lr_head 0.01 → 0.5"]
+
+
+def test_a_state_saved_before_settings_were_recorded_resumes_by_its_digest(folders, tmp_path):
+    from training.train import _saved_state
+
+    config, path = _config(folders, tmp_path / "run", "srl"), tmp_path / "state.pt"
+    torch.save({"digest": config.digest(), "epoch": 1}, path)
+    assert _saved_state(path, config)["epoch"] == 1
+    with pytest.raises(GeosearchError, match="other settings \\(which ones, the state does not record\\)"):
+        _saved_state(path, dataclasses.replace(config, epochs=2))
 
 
 def test_split_is_stratified_and_fixed():

@@ -12,6 +12,7 @@ the rest of the test set. Results land in OUT/results.jsonl (one line per run) a
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from geosearch.encoder.pretrained import pretrained_encoder
+from geosearch.errors import GeosearchError
 from training.baselines import ALL_LOSSES
 from training.datasets import ClassFolders, stratified_split
 from training.evaluate import embed_dataset
@@ -113,6 +115,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    try:
+        run_stage(args)
+    except GeosearchError as error:
+        sys.exit(f"error: {error}")
+
+
+def run_stage(args: argparse.Namespace) -> None:
+    """The stage that the command line names, with its options."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.stage == "pretrained":

@@ -8,7 +8,7 @@ import math
 import os
 import tomllib
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,16 @@ KINDS = ("classes", "polygons", "places")
 
 def _resolved(path: str | None) -> str | None:
     return str(Path(path).resolve()) if path else path
+
+
+def _default(setting: Field) -> object:
+    if setting.default is not MISSING:
+        return setting.default
+    return setting.default_factory() if setting.default_factory is not MISSING else MISSING
+
+
+def _is_tile_size(size: object) -> bool:
+    return isinstance(size, int) and not isinstance(size, bool) and size >= MIN_TILE_SIZE
 
 
 @dataclass(frozen=True)
@@ -140,19 +150,23 @@ class TrainConfig:
         except GeosearchError as error:
             raise GeosearchError(f"{path}: {error}") from None
 
+    def settings(self) -> dict:
+        """What a run's results depend on: every setting but where it runs, its paths resolved (one file, however
+        its path is spelt)."""
+        settings = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("device", "workers", "out")}
+        return settings | {"dataset": _resolved(self.dataset), "scenes": [_resolved(s) for s in self.scenes],
+                           "init": _resolved(self.init)}
+
     def digest(self) -> str:
-        """What a saved state must match to be resumed: every setting but where it runs, and none left at its
-        default, so that a setting added later does not orphan the states saved before it."""
-        relevant = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("device", "workers", "out")
-                    and getattr(self, f.name) != (f.default_factory() if f.default is MISSING else f.default)}
-        paths = {"dataset": _resolved(self.dataset), "scenes": [_resolved(s) for s in self.scenes],
-                 "init": _resolved(self.init)}  # one file, however its path is spelt
-        relevant |= {key: value for key, value in paths.items() if key in relevant}
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+        """A short hash of `settings()`, which a cached whitening must match."""
+        return hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:16]
 
-
-def _is_tile_size(size: object) -> bool:
-    return isinstance(size, int) and not isinstance(size, bool) and size >= MIN_TILE_SIZE
+    def changes_from(self, saved: dict) -> list[str]:
+        """How this config differs from another run's `settings()`. A setting added since they were saved differs
+        only when set away from its default, so that adding one does not orphan the states saved before it."""
+        defaults = {f.name: _default(f) for f in fields(self)}
+        return [f"{name} {saved.get(name, defaults[name])!r} → {value!r}" for name, value in self.settings().items()
+                if saved.get(name, defaults[name]) != value]
 
 
 def load_dataset(config: TrainConfig) -> LabelledImages:
@@ -250,9 +264,13 @@ def _saved_state(path: Path, config: TrainConfig) -> dict | None:
     if not path.exists():
         return None
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if state["digest"] != config.digest():
-        raise GeosearchError(f"{path} was saved by a run with other settings; give this run another `out`, or "
-                             "remove that file to train from the start")
+    if "settings" in state:
+        changes = config.changes_from(state["settings"])
+    else:  # saved before states recorded their settings: only the digest of them all tells
+        changes = [] if state["digest"] == config.digest() else ["which ones, the state does not record"]
+    if changes:
+        raise GeosearchError(f"{path} was saved by a run with other settings ({'; '.join(changes)}); give this run "
+                             "another `out`, or remove that file to train from the start")
     return state
 
 
@@ -336,7 +354,7 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float], None] | None
             if on_step:
                 on_step(epoch * per_epoch + len(epoch_losses), total, epoch_losses[-1])
         losses.append(float(np.mean(epoch_losses)))
-        _save_state(state_path, {"digest": config.digest(), "encoder": encoder.state_dict(),
+        _save_state(state_path, {"settings": config.settings(), "encoder": encoder.state_dict(),
                                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                  "epoch": epoch + 1, "losses": losses, "rng": torch.get_rng_state()})
     dataset.transform = None

@@ -22,7 +22,8 @@ from geosearch.errors import GeosearchError
 def train(config_path: str, out: str | None, seed: int | None, device: str | None) -> None:
     """Fine-tune an encoder with a ranking loss on class folders, on polygons over your scenes, or on places that
     several of your scenes see (kind = "places": no labels needed); write a checkpoint and a JSON and markdown
-    report. A run killed at any point resumes from its last finished epoch when started again."""
+    report. A run killed at any point resumes from its last finished epoch when started again; a folder holding
+    the state of a run with other settings is refused, not trained over."""
     from training.train import TrainConfig
     from training.train import train as run_training
 
