@@ -215,6 +215,10 @@ def test_cli_train_and_evaluate(folders, tmp_path):
     assert json.loads((tmp_path / "eval.json").read_text())["queries"] == 32
     bad = run_geosearch("train", "--config", str(tmp_path / "missing.toml"))
     assert bad.returncode == 1 and "cannot read the training config" in bad.stderr
+    (tmp_path / "nowhere.toml").write_text(f'dataset = "{tmp_path / "nowhere"}"\nout = "{tmp_path / "run2"}"\n')
+    nowhere = run_geosearch("train", "--config", str(tmp_path / "nowhere.toml"))
+    assert nowhere.returncode == 1 and len(nowhere.stderr.strip().splitlines()) == 1, nowhere.stderr
+    assert f"{tmp_path / 'nowhere'}: not a folder" in nowhere.stderr
     config.write_text(config.read_text() + "validation_fraction = 1.0\n")
     no_training_images = run_geosearch("train", "--config", str(config))
     assert no_training_images.returncode == 1 and "validation_fraction in [0, 1)" in no_training_images.stderr

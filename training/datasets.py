@@ -50,6 +50,8 @@ class ClassFolders(LabelledImages):
     def __init__(self, root: str | Path, transform: Transform | None = None):
         super().__init__(transform)
         root = Path(root)
+        if not root.is_dir():
+            raise GeosearchError(f"{root}: not a folder (of class folders: root/CLASS/image.jpg)")
         self.classes = sorted(d.name for d in root.iterdir() if d.is_dir())
         self.files = [f for c in self.classes for f in sorted((root / c).iterdir())
                       if f.suffix.lower() in IMAGE_SUFFIXES]
