@@ -47,6 +47,7 @@ def _resolved(path: str | None) -> str | None:
 
 
 def _default(setting: Field) -> object:
+    """The value a config takes when it leaves `setting` out (MISSING for one it must give)."""
     if setting.default is not MISSING:
         return setting.default
     return setting.default_factory() if setting.default_factory is not MISSING else MISSING
