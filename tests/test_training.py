@@ -75,6 +75,17 @@ def test_training_changes_the_weights_and_resumes(folders, tmp_path):
     assert all((tmp_path / "run" / name).read_bytes() == data for name, data in saved.items()), "nothing written"
 
 
+def test_a_run_of_no_epochs_refuses_other_settings_too(folders, tmp_path):
+    """A run that only whitens (epochs 0) records its settings as a training run does: its model is not written
+    over by a run of other settings."""
+    first = train(_config(folders, tmp_path / "run", "srl", epochs=0))
+    assert first.losses == [] and torch.load(tmp_path / "run" / "state.pt", weights_only=False)["epoch"] == 0
+    model = first.checkpoint.read_bytes()
+    with pytest.raises(GeosearchError, match=r"state\.pt was saved by a run with other settings \(seed 0 → 1\)"):
+        train(_config(folders, tmp_path / "run", "srl", epochs=0, seed=1))
+    assert first.checkpoint.read_bytes() == model
+
+
 def test_a_setting_added_later_at_its_default_keeps_saved_states_resumable(folders, tmp_path):
     @dataclasses.dataclass(frozen=True)
     class Later(TrainConfig):

@@ -203,8 +203,10 @@ def test_train_on_places_resumes_after_kill_9(tmp_path):
     _places_config(config, out)
     child = subprocess.Popen([sys.executable, "-m", "geosearch", "train", "--config", str(config)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not (out / "state.pt").exists() and child.poll() is None and time.monotonic() < deadline:
+    deadline, states = time.monotonic() + 120, set()  # the first state is saved before any epoch: wait for a second
+    while len(states) < 2 and child.poll() is None and time.monotonic() < deadline:
+        if (out / "state.pt").exists():
+            states.add((out / "state.pt").stat().st_mtime_ns)
         time.sleep(0.02)
     child.send_signal(signal.SIGKILL)
     child.wait()

@@ -275,7 +275,10 @@ def _saved_state(path: Path, config: TrainConfig) -> dict | None:
     return state
 
 
-def _save_state(path: Path, state: dict) -> None:
+def _save_state(path: Path, config: TrainConfig, encoder: Encoder, optimizer: torch.optim.Optimizer,
+                scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int, losses: list[float]) -> None:
+    state = {"settings": config.settings(), "encoder": encoder.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "epoch": epoch, "losses": losses, "rng": torch.get_rng_state()}
     tmp = path.with_name(f".{path.name}.partial")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -329,6 +332,8 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float], None] | None
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, losses = state["epoch"], state["losses"]
         torch.set_rng_state(state["rng"])
+    else:  # saved before the first epoch, so that a run with other settings is refused here even when epochs is 0
+        _save_state(state_path, config, encoder, optimizer, scheduler, 0, losses)
 
     dataset.transform = transform
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -355,9 +360,7 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float], None] | None
             if on_step:
                 on_step(epoch * per_epoch + len(epoch_losses), total, epoch_losses[-1])
         losses.append(float(np.mean(epoch_losses)))
-        _save_state(state_path, {"settings": config.settings(), "encoder": encoder.state_dict(),
-                                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                 "epoch": epoch + 1, "losses": losses, "rng": torch.get_rng_state()})
+        _save_state(state_path, config, encoder, optimizer, scheduler, epoch + 1, losses)
     dataset.transform = None
 
     metadata = {"initial_weights": initial_weights,
