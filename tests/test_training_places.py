@@ -13,6 +13,7 @@ import pytest
 import shapely
 import torch
 import torch.nn.functional as F
+from rasterio.windows import Window
 
 from conftest import run_geosearch
 from geosearch.data import AERIAL_3857, LANDSAT7_RGB, LANDSAT8_224077, LANDSAT8_224078
@@ -272,6 +273,17 @@ def test_a_places_run_ships_as_the_default_with_the_numbers_measured_on_it(tmp_p
     assert "places cut at 64 and 128 px" in card and "shrunk 0.1 of the way to the identity" in card
     assert "| `default` | 98.7 | not measured | not measured | not measured |" in card
     assert f"rank 1 for {100 * result.retrieval.recall_at_hit[1]:.1f} %" in card
+
+
+def test_a_scene_is_known_as_of_the_landsat_pair_by_its_bytes_not_its_name(tmp_path, derive):
+    from training.ship import ship_places
+
+    named_alike = derive(LANDSAT8_224078, LANDSAT8_224078.name, window=Window(0, 0, 512, 512))
+    config = tmp_path / "places.toml"
+    _places_config(config, tmp_path / "run", scenes=f'["{PAIR[0]}", "{named_alike}"]')
+    with pytest.raises(GeosearchError, match=f"^{named_alike} is not of the Landsat 8 pair"):
+        ship_places(config, tmp_path / "models", tmp_path / "quality.json")
+    assert not (tmp_path / "models").exists()
 
 
 def test_shipping_a_default_from_scenes_whose_terms_the_card_does_not_state_is_refused_in_one_line(tmp_path):

