@@ -106,8 +106,8 @@ def run_geosearch(*args: str, cwd: Path | None = None, env: dict | None = None) 
                               env=env, timeout=300)
     with tempfile.TemporaryDirectory() as folder:
         stdout, stderr = Path(folder) / "stdout", Path(folder) / "stderr"
-        process = _FORKS.Process(target=_geosearch_process, args=(list(args), cwd or Path.cwd(), env, str(stdout),
-                                                                          str(stderr)))
+        where = cwd or Path.cwd()  # a subprocess would start where the test is, not where the fork server started
+        process = _FORKS.Process(target=_geosearch_process, args=(list(args), where, env, str(stdout), str(stderr)))
         process.start()
         process.join(timeout=300)
         if process.exitcode is None:
