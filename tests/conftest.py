@@ -81,16 +81,17 @@ _FORKS = multiprocessing.get_context("forkserver")
 _FORKS.set_forkserver_preload(["geosearch.cli", __name__])
 
 
-def _geosearch_process(args: list[str], cwd: Path, env: dict, stdout: str, stderr: str) -> None:
-    """`python -m geosearch ARGS` in a forked child: the command's own file descriptors 1 and 2 (GDAL's messages
-    included), environment and working directory; the exit status and the exit handlers of a real interpreter."""
+def _geosearch_process(command: list[str], cwd: Path, env: dict, stdout: str, stderr: str) -> None:
+    """`python -m geosearch ARGS` (`command` is ["geosearch", *ARGS]) in a forked child: the command's own file
+    descriptors 1 and 2 (GDAL's messages included), environment and working directory; the exit status and the exit
+    handlers of a real interpreter."""
     for descriptor, path in ((1, stdout), (2, stderr)):
         with open(path, "wb") as file:
             os.dup2(file.fileno(), descriptor)
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
-    sys.argv = ["geosearch", *args]
+    sys.argv = command
     try:
         runpy.run_module("geosearch", run_name="__main__", alter_sys=True)
     finally:
@@ -100,22 +101,21 @@ def _geosearch_process(args: list[str], cwd: Path, env: dict, stdout: str, stder
 def run_geosearch(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """The real console entry point in a fresh process, as a user runs it. A variable that the interpreter or the
     loader reads as it starts (PYTHONPATH, LD_PRELOAD…) needs a new interpreter, not a fork of the server's."""
-    env = os.environ | (env or {})
+    command, env = ["geosearch", *args], os.environ | (env or {})
     if any(name.startswith(("PYTHON", "LD_")) and env[name] != os.environ.get(name) for name in env):
-        return subprocess.run([sys.executable, "-m", "geosearch", *args], capture_output=True, text=True, cwd=cwd,
-                              env=env, timeout=300)
+        return subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, cwd=cwd, env=env,
+                              timeout=300)
     with tempfile.TemporaryDirectory() as folder:
         stdout, stderr = Path(folder) / "stdout", Path(folder) / "stderr"
         where = cwd or Path.cwd()  # a subprocess would start where the test is, not where the fork server started
-        process = _FORKS.Process(target=_geosearch_process, args=(list(args), where, env, str(stdout), str(stderr)))
+        process = _FORKS.Process(target=_geosearch_process, args=(command, where, env, str(stdout), str(stderr)))
         process.start()
         process.join(timeout=300)
         if process.exitcode is None:
             process.kill()
             process.join()
-            raise subprocess.TimeoutExpired(["geosearch", *args], 300)
-        return subprocess.CompletedProcess(["geosearch", *args], process.exitcode, stdout.read_text(),
-                                           stderr.read_text())
+            raise subprocess.TimeoutExpired(command, 300)
+        return subprocess.CompletedProcess(command, process.exitcode, stdout.read_text(), stderr.read_text())
 
 
 @pytest.fixture
