@@ -21,9 +21,11 @@ import shapely
 from geosearch.acquired import parse_date
 from geosearch.errors import GeosearchError
 from geosearch.export import atomic_output, check_output_path
-from geosearch.index import check_space, footprint_fields
+from geosearch.grid import GridMode
+from geosearch.index import check_record, check_space, footprint_fields, on_the_globe
 from geosearch.store.archive import Archive, point_id
 from geosearch.store.backend import Backend
+from geosearch.stretch import Stretch
 
 STAC_EXTENSION = "https://stac-extensions.github.io/embeddings/v0.0.1/schema.json"
 MODEL_URN = "urn:geosearch:model:"  # the href of the "emb:model" link: geosearch's models have no public page
@@ -110,6 +112,7 @@ class EmbeddingFile:
 
     path: Path
     ids: list[str]
+    point_ids: list[str]  # the store's ids of the tiles (store.archive.point_id)
     vectors: np.ndarray
     frame: gpd.GeoDataFrame
     model_id: str
@@ -118,7 +121,7 @@ class EmbeddingFile:
 
 def read_embeddings(path: str | Path, model_id: str | None = None) -> EmbeddingFile:
     """Read and check an embedding file; `model_id` names the model of a file that does not say it. Every problem
-    is one line naming the file."""
+    is one line naming the file, found before anything is stored."""
     path = Path(path)
     try:
         schema = pq.read_schema(path)
@@ -127,21 +130,86 @@ def read_embeddings(path: str | Path, model_id: str | None = None) -> EmbeddingF
     metadata = schema.metadata or {}
     if b"geo" not in metadata:
         raise GeosearchError(f"{path}: not GeoParquet (no 'geo' metadata), so its tiles have no footprints")
+    own, emb = (_footer(path, metadata, key) for key in (b"geosearch", b"emb"))
+    _footer(path, metadata, b"geo")
     id_column = _one_of(path, schema.names, ID_COLUMNS, "id")
     vector_column = _one_of(path, schema.names, VECTOR_COLUMNS, "embedding")
-    vectors = _vectors(path, pq.read_table(path, columns=[vector_column]).column(vector_column), vector_column)
-    frame = gpd.read_parquet(path, columns=[name for name in schema.names if name != vector_column])
-    frame = frame.to_crs(4326) if frame.crs is not None else frame.set_crs(4326)
+    try:
+        vectors = _vectors(path, pq.read_table(path, columns=[vector_column]).column(vector_column), vector_column)
+        frame = gpd.read_parquet(path, columns=[name for name in schema.names if name != vector_column])
+    except (OSError, ValueError, TypeError, KeyError, pa.ArrowException) as error:  # geopandas reads 'geo' as it is
+        raise GeosearchError(f"{path}: cannot be read as GeoParquet ({str(error).splitlines()[0]})") from None
+    frame = _on_the_globe(path, frame)
+    if frame[id_column].isna().any():
+        raise GeosearchError(f"{path}: {int(frame[id_column].isna().sum())} tile(s) have no {id_column}")
     ids = [str(tile_id) for tile_id in frame[id_column]]
-    if len(set(ids)) != len(ids):
-        raise GeosearchError(f"{path}: {len(ids) - len(set(ids))} {id_column} values appear more than once")
-    own = json.loads(metadata.get(b"geosearch", b"{}"))
-    emb = json.loads(metadata.get(b"emb", b"{}"))
+    points = [point_id(tile_id) for tile_id in ids]
+    if len(set(points)) != len(points):
+        raise GeosearchError(f"{path}: {len(points) - len(set(points))} {id_column} values name a tile another one "
+                             "names already (ids that differ only in case or form, such as {uuid} and urn:uuid:…, "
+                             "are one UUID)")
     declared = emb.get("emb:dimensions")
     if declared is not None and declared != vectors.shape[1]:
         raise GeosearchError(f"{path}: its metadata says {declared}-d embeddings, its {vector_column} column holds "
                              f"{vectors.shape[1]}-d ones")
-    return EmbeddingFile(path, ids, vectors, frame, _model_of(path, own, emb, frame, model_id), own)
+    return EmbeddingFile(path, ids, points, vectors, frame, _model_of(path, own, emb, frame, model_id),
+                         _checked_own(path, own))
+
+
+def _footer(path: Path, metadata: dict, key: bytes) -> dict:
+    """One of the file's JSON metadata entries, which must be a JSON object ({} when absent)."""
+    try:
+        value = json.loads(metadata.get(key, b"{}"))
+    except ValueError:
+        raise GeosearchError(f"{path}: its {key.decode()!r} metadata is not JSON") from None
+    if not isinstance(value, dict):
+        raise GeosearchError(f"{path}: its {key.decode()!r} metadata is a JSON {type(value).__name__}, not an "
+                             "object")
+    return value
+
+
+def _on_the_globe(path: Path, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """The footprints in EPSG:4326, refused when any is missing, empty or invalid, or falls off the globe (values
+    that cannot be in the CRS the file declares, such as metres declared as lon/lat)."""
+    geometry = frame.geometry.values
+    empty = shapely.is_missing(geometry) | shapely.is_empty(geometry)
+    if empty.any():
+        raise GeosearchError(f"{path}: {int(empty.sum())} tile(s) have no footprint (a null or empty geometry)")
+    invalid = np.flatnonzero(~shapely.is_valid(geometry))
+    if len(invalid):
+        reason = shapely.is_valid_reason(geometry[invalid[0]])
+        raise GeosearchError(f"{path}: {len(invalid)} footprint(s) are not valid geometries (row {invalid[0]}: "
+                             f"{reason})")
+    declared = frame.crs.to_string() if frame.crs is not None else "EPSG:4326 (no CRS recorded)"
+    frame = frame.to_crs(4326) if frame.crs is not None else frame.set_crs(4326)
+    bounds = shapely.bounds(frame.geometry.values)
+    off = np.flatnonzero(~on_the_globe(bounds))
+    if len(off):
+        raise GeosearchError(f"{path}: {len(off)} footprint(s) lie off the globe in lon/lat (row {off[0]}: bounds "
+                             f"{', '.join(f'{v:.6g}' for v in bounds[off[0]])}); their coordinates cannot be in the "
+                             f"CRS the file declares, {declared}")
+    return frame
+
+
+def _checked_own(path: Path, own: dict) -> dict:
+    """geosearch's own metadata, checked as the archive will use it: the grid mode, each stretch, each scene
+    record."""
+    try:
+        if own.get("grid") is not None:
+            GridMode(own["grid"])
+        stretches = own.get("stretches") or {}
+        if not isinstance(stretches, dict):
+            raise GeosearchError("its stretches are not a table by profile")
+        for stretch in stretches.values():
+            Stretch.from_dict(stretch)
+        scenes = own.get("scenes") or []
+        if not isinstance(scenes, list):
+            raise GeosearchError("its scenes are not a list of records")
+        for record in scenes:
+            check_record(record)
+    except (GeosearchError, ValueError) as error:  # ValueError: GridMode's
+        raise GeosearchError(f"{path}: its geosearch metadata cannot be used: {error}") from None
+    return own
 
 
 def _one_of(path: Path, names: list[str], choices: tuple[str, ...], what: str) -> str:
@@ -207,7 +275,8 @@ class ImportReport:
 def import_into(backend: Backend, embeddings: EmbeddingFile, collection: str) -> ImportReport:
     """Store the file's tiles in `collection` (created for its model if missing), scene by scene through the
     archive's three steps, so that an import cut short is redone by the next. Tile ids that are not UUIDs name one
-    (store.archive.point_id) and stay in the payload as `source_id`."""
+    (store.archive.point_id) and stay in the payload as `source_id`. Every record is marked as imported: a server
+    reads the rasters it names only under its roots."""
     dim = embeddings.vectors.shape[1]
     if backend.has_collection(collection):
         existing = Archive.open(backend, collection)
@@ -215,18 +284,16 @@ def import_into(backend: Backend, embeddings: EmbeddingFile, collection: str) ->
             raise GeosearchError(f"{embeddings.path}: {dim}-d embeddings, but collection {collection!r} in "
                                  f"{backend.location} holds {existing.dim}-d vectors of model {existing.model_id}; "
                                  "import into another --collection")
+    scene_ids = _scene_ids(embeddings)
+    records = _records(embeddings, scene_ids)
     archive = Archive.open(backend, collection, embeddings.model_id, dim, embeddings.own.get("grid") or "aligned")
     check_space(archive, len(embeddings.ids))
+    _check_no_stolen_tiles(archive, embeddings, scene_ids)
     known = archive.stretches()
     for profile, stretch in embeddings.own.get("stretches", {}).items():
         if profile not in known:
             archive.add_stretch(profile, stretch, f"imported from {embeddings.path}")
-    frame = embeddings.frame
-    scene_ids = _scene_ids(embeddings)
-    records = {record["scene_id"]: record for record in embeddings.own.get("scenes", [])}
-    for scene_id in dict.fromkeys(scene_ids):
-        rows = np.flatnonzero(scene_ids == scene_id)
-        record = records.get(scene_id) or _imported_record(embeddings, scene_id, rows)
+    for rows, record in records:
         archive.begin_scene(record)
         for start in range(0, len(rows), PAGE):
             page = rows[start:start + PAGE]
@@ -234,7 +301,21 @@ def import_into(backend: Backend, embeddings: EmbeddingFile, collection: str) ->
             archive.add_tiles(ids, embeddings.vectors[page], payloads)
         archive.complete_scene(record, len(rows))
     archive.optimize()
-    return ImportReport(collection, embeddings.model_id, len(set(scene_ids)), len(frame))
+    return ImportReport(collection, embeddings.model_id, len(set(scene_ids)), len(embeddings.ids))
+
+
+def _check_no_stolen_tiles(archive: Archive, embeddings: EmbeddingFile, scene_ids: np.ndarray) -> None:
+    """Refuse a file whose tile ids are those of tiles the archive holds for other scenes: storing them would move
+    those tiles into the imported scene, and removing it later would delete them."""
+    for start in range(0, len(scene_ids), PAGE):
+        page = embeddings.point_ids[start:start + PAGE]
+        stored = archive.backend.payloads(archive.collection, page)
+        for offset, point in enumerate(page):
+            owner = stored.get(point, {}).get("scene_id")
+            if owner is not None and owner != scene_ids[start + offset]:
+                raise GeosearchError(f"{embeddings.path}: tile {embeddings.ids[start + offset]} is stored already, "
+                                     f"as a tile of scene {owner}; its ids name tiles of other scenes, so nothing "
+                                     "was imported")
 
 
 def _scene_ids(embeddings: EmbeddingFile) -> np.ndarray:
@@ -244,6 +325,22 @@ def _scene_ids(embeddings: EmbeddingFile) -> np.ndarray:
         if column in frame and frame[column].notna().all():
             return frame[column].astype(str).to_numpy()
     return np.full(len(frame), f"{embeddings.path.stem}-{point_id(str(embeddings.path.resolve()))[:10]}")
+
+
+def _records(embeddings: EmbeddingFile, scene_ids: np.ndarray) -> list[tuple[np.ndarray, dict]]:
+    """Each scene's rows and record (the file's own, else one made from its tiles), checked before anything is
+    stored."""
+    own = {record["scene_id"]: record for record in embeddings.own.get("scenes", [])}
+    records = []
+    for scene_id in dict.fromkeys(scene_ids):
+        rows = np.flatnonzero(scene_ids == scene_id)
+        record = own.get(scene_id) or _imported_record(embeddings, scene_id, rows)
+        try:
+            check_record(record)
+        except GeosearchError as error:
+            raise GeosearchError(f"{embeddings.path}: {error}") from None
+        records.append((rows, record | {"imported_from": str(embeddings.path.resolve())}))
+    return records
 
 
 def _imported_record(embeddings: EmbeddingFile, scene_id: str, rows: np.ndarray) -> dict:
@@ -275,8 +372,8 @@ def _points(embeddings: EmbeddingFile, rows: np.ndarray, record: dict) -> tuple[
     copied = [name for name in TILE_COLUMNS if name in frame and name not in _NOT_COPIED]
     values = frame[copied].astype(object).where(frame[copied].notna(), None).to_dict("records")
     ids, payloads = [], []
-    for given, fields, footprint in zip((embeddings.ids[row] for row in rows), values, where, strict=True):
-        tile_id = point_id(given)
+    for row, fields, footprint in zip(rows, values, where, strict=True):
+        given, tile_id = embeddings.ids[row], embeddings.point_ids[row]
         payload = {name: value for name, value in fields.items() if value is not None} | footprint | {
             "scene_id": record["scene_id"], "scene_path": fields.get("scene_path") or record["path"],
             "model_id": embeddings.model_id}

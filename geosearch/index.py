@@ -6,15 +6,18 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import shapely
 import torch
 
+from geosearch.acquired import parse_date
 from geosearch.embed import EmbeddedBatch, PlannedScene, SceneFailure, embed_scenes
 from geosearch.encoder.checkpoint import Checkpoint
 from geosearch.encoder.runtime import load_encoder
 from geosearch.errors import GeosearchError, SceneError
+from geosearch.files import file_state
 from geosearch.grid import EdgeMode, GridMode
 from geosearch.scene import Scene
 from geosearch.store.archive import Archive
@@ -48,6 +51,8 @@ class IndexReport:
     tiles_stored: int = 0
     tiles_skipped: int = 0  # below --min-valid
     off_lattice: list[str] = field(default_factory=list)  # lattice_notes
+    rewritten: list[str] = field(default_factory=list)  # complete scenes whose files changed since (notes)
+    replaced: list[str] = field(default_factory=list)  # scenes removed: their path now holds another raster (notes)
 
 
 def _geojson(geometries: np.ndarray) -> list[dict]:
@@ -81,6 +86,58 @@ def tiling_of(record: dict) -> TilingOptions:
     return TilingOptions(tile_size=tiling["tile_size"], stride=tiling["stride"], edge=EdgeMode(tiling["edge"]),
                          gsd=tiling["gsd"], bands=tuple(record["bands"]), nodata=tiling["nodata"],
                          min_valid=tiling["min_valid"], grid=GridMode(tiling.get("grid", GridMode.SCENE)))
+
+
+def check_record(record: object) -> dict:
+    """A scene record that comes from outside this run (an embedding file's, say), checked for every field that the
+    archive's readers use, so that a bad one is refused in one line before it is stored rather than breaking every
+    later command on the archive."""
+    if not isinstance(record, dict):
+        raise GeosearchError(f"a scene record is a table, not {type(record).__name__}")
+    for name in ("scene_id", "path"):
+        if not isinstance(record.get(name), str) or not record[name] or "\0" in record[name]:
+            raise GeosearchError(f"a scene record needs its {name} as text, not {record.get(name)!r}")
+    where = f"scene {record['scene_id']!r}"
+    if record.get("acquired") is not None:
+        if not isinstance(record["acquired"], str):
+            raise GeosearchError(f"{where}: acquired is {record['acquired']!r}, not a date")
+        parse_date(record["acquired"], f"{where}: acquired")
+    check_footprint(record.get("footprint"), where)
+    if rereadable(record):
+        try:
+            tiling = tiling_of(record)
+            Stretch.from_dict(record.get("stretch"))
+        except (GeosearchError, KeyError, TypeError, ValueError) as error:
+            raise GeosearchError(f"{where}: its tiling or stretch is not one geosearch records ({error})") from None
+        if not (isinstance(tiling.tile_size, int) and isinstance(tiling.step, int) and tiling.tile_size > 0
+                and tiling.step > 0 and all(isinstance(b, int) and b > 0 for b in tiling.bands or ())
+                and _finite(record.get("gsd_m")) and record["gsd_m"] > 0 and _finite(tiling.min_valid)
+                and (tiling.gsd is None or (_finite(tiling.gsd) and tiling.gsd > 0))
+                and (tiling.nodata is None or _finite(tiling.nodata))):
+            raise GeosearchError(f"{where}: its tiling {record['tiling']} is not one geosearch records")
+    return record
+
+
+def check_footprint(geometry: object, where: str) -> None:
+    """A footprint as GeoJSON in EPSG:4326: a valid polygon on the globe."""
+    try:
+        shape = shapely.geometry.shape(geometry)
+    except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.ShapelyError):
+        raise GeosearchError(f"{where}: its footprint is not a GeoJSON geometry") from None
+    if shape.is_empty or not shape.is_valid or shape.geom_type not in ("Polygon", "MultiPolygon"):
+        raise GeosearchError(f"{where}: its footprint is not a valid polygon")
+    if not on_the_globe(np.asarray(shape.bounds)[None]).all():
+        raise GeosearchError(f"{where}: its footprint {shape.bounds} lies off the globe in lon/lat")
+
+
+def on_the_globe(bounds: np.ndarray) -> np.ndarray:
+    """Which (min lon, min lat, max lon, max lat) rows are finite lon/lat bounds."""
+    lon, lat = bounds[:, [0, 2]], bounds[:, [1, 3]]
+    return (np.isfinite(bounds).all(axis=1) & (np.abs(lon) <= 180).all(axis=1) & (np.abs(lat) <= 90).all(axis=1))
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def _tiling_key(tiling: TilingOptions, gsd_m: float) -> str:
@@ -153,6 +210,25 @@ def footprint_fields(footprints: np.ndarray, bbox: np.ndarray, centroid: np.ndar
             for footprint, b, c in zip(_geojson(footprints), bbox, centroid, strict=True)]
 
 
+def changed_since(record: dict) -> bool:
+    """Whether a scene's files were rewritten since the record was made (records from before this was kept say
+    nothing, and pass)."""
+    recorded = record.get("files")
+    return bool(recorded) and file_state([path for path, _, _ in recorded]) != recorded
+
+
+def _remove_replaced(archive: Archive, record: dict) -> list[str]:
+    """Remove the archive's other scenes at the path of a scene just indexed: the file now holds other ground,
+    and their tiles would be served as the file's."""
+    where = str(Path(record["path"]).resolve())
+    replaced = [other for other in archive.scenes() if other["scene_id"] != record["scene_id"]
+                and rereadable(other) and str(Path(other["path"]).resolve()) == where]
+    for other in replaced:
+        archive.remove_scene(other["scene_id"])
+    return [f"{record['path']} now holds another raster than scene {other['scene_id']} did; that scene's "
+            f"{other['tiles']} tiles were removed" for other in replaced]
+
+
 def acquisition(planned: PlannedScene, given: datetime | None, auto: bool) -> str | None:
     """The acquisition time to record: the one given, else (with `auto`) the one the scene's summary found."""
     if given or not auto:
@@ -185,7 +261,10 @@ def index_scenes(
     pending = []
     for planned in scenes:
         record = archive.scene(planned.grid.scene_id)
-        if record and record["status"] == "complete" and not force:
+        if record and record["status"] == "complete" and not force and changed_since(record):
+            report.rewritten.append(f"{planned.path} was rewritten since it was indexed; it is indexed again")
+            pending.append(planned)
+        elif record and record["status"] == "complete" and not force:
             report.unchanged.append(planned.path)
             asked, had = _tiling_key(tiling, planned.grid.gsd_m), _tiling_key(tiling_of(record), record["gsd_m"])
             if asked != had:
@@ -228,10 +307,18 @@ def index_scenes(
         if on_tiles:
             on_tiles(result.read)
         if read[s] == len(pending[s].grid):
+            if changed_since(records[s]):
+                error = SceneError(pending[s].path, "was rewritten while it was being indexed, so its tiles would "
+                                                    "mix old and new pixels; none is kept: index it again")
+                failed.add(s)
+                report.failed.append(error)
+                archive.fail_scene(records[s], error.problem)
+                continue
             stored = np.concatenate(kept[s])
             if len(stored):  # where the scene has data, rather than its whole grid
                 records[s]["footprint"] = _union(pending[s].grid.footprints.wgs84[stored])
             archive.complete_scene(records[s], len(stored))
+            report.replaced += _remove_replaced(archive, records[s])
             if not len(stored):
                 log.warning("%s: no tile is at least %.0f%% valid (all nodata?); it is indexed with no tiles",
                             pending[s].path, 100 * tiling.min_valid)

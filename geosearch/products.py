@@ -6,18 +6,21 @@ raster, coarser bands resampled as they are read, and no stacked copy is written
 metadata say: each band's name and common name (`B4_red`, so that red, green and blue are found by name), its
 scale and offset to reflectance, the sensor and the acquisition time."""
 
+import math
 import re
-import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
+import defusedxml.ElementTree as SafeXML
 import pystac
 import rasterio
+from defusedxml import DefusedXmlException
 from rasterio.errors import RasterioError
 
 from geosearch.errors import SceneError
+from geosearch.files import check_readable, read_text
 
 # Band numbers to common names (the STAC eo extension's), by mission.
 LANDSAT_OLI = {1: "coastal", 2: "blue", 3: "green", 4: "red", 5: "nir", 6: "swir16", 7: "swir22"}  # Landsat 8, 9
@@ -48,8 +51,8 @@ class Product:
 
 def is_product(path: str) -> bool:
     """Whether `path` is a per-band product (cheap: by names only, nothing opened)."""
-    if "#" in path:
-        return Path(path.split("#", 1)[0]).is_file()
+    if _names_assets(path):
+        return True
     candidate = Path(path)
     if candidate.is_file():
         return candidate.name.upper().endswith("_MTL.TXT")
@@ -63,8 +66,14 @@ def open_product(path: str) -> str:
     return vrt_of(read_product(path))
 
 
+def _names_assets(path: str) -> bool:
+    """`ITEM.json#KEY,…`: a STAC item's assets. Split at the last `#`, so that folders may hold one; a file whose
+    own name holds `#` is that file."""
+    return "#" in path and not Path(path).exists() and Path(path.rsplit("#", 1)[0]).is_file()
+
+
 def read_product(path: str) -> Product:
-    if "#" in path:
+    if _names_assets(path):
         return _stac_assets(path)
     candidate = Path(path)
     mtl = [candidate] if candidate.is_file() else _mtl_files(candidate)
@@ -86,7 +95,7 @@ def _band_files(folder: Path) -> list[Path]:
 
 def _landsat(path: str, mtl: Path) -> Product:
     values = {}
-    for line in mtl.read_text(errors="replace").splitlines():
+    for line in read_text(mtl, path).splitlines():
         if match := _MTL_LINE.match(line):
             values[match[1]] = match[2].strip()
     spacecraft = values.get("SPACECRAFT_ID", "")
@@ -97,11 +106,11 @@ def _landsat(path: str, mtl: Path) -> Product:
         if given is None:
             continue
         file = mtl.parent / given
-        if not file.is_file():
-            raise SceneError(path, f"its MTL names {given} for band {number}, which is not there")
-        scale, offset = values.get(f"REFLECTANCE_MULT_BAND_{number}"), values.get(f"REFLECTANCE_ADD_BAND_{number}")
-        bands.append(Band(f"B{number}", common, file, float(scale) if scale else None,
-                          float(offset) if offset else None))
+        if len(given) > 255 or not file.is_file():
+            raise SceneError(path, f"its MTL names {given[:80]} for band {number}, which is not there")
+        scale = _number(values, f"REFLECTANCE_MULT_BAND_{number}", path)
+        offset = _number(values, f"REFLECTANCE_ADD_BAND_{number}", path)
+        bands.append(Band(f"B{number}", common, file, scale, offset))
     if not bands:
         raise SceneError(path, f"its MTL ({mtl.name}) names no band file (FILE_NAME_BAND_N)")
     tags = {"SPACECRAFT_ID": spacecraft, "SENSOR_ID": values.get("SENSOR_ID", ""),
@@ -111,6 +120,20 @@ def _landsat(path: str, mtl: Path) -> Product:
     return Product(path, bands, {key: value for key, value in tags.items() if value})
 
 
+def _number(values: dict[str, str], key: str, path: str) -> float | None:
+    """A finite number the metadata give for `key`, or None where they give none."""
+    text = values.get(key)
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise SceneError(path, f"its metadata give {key} = {text[:40]!r}, not a finite number")
+    return number
+
+
 def _sentinel2(path: str, folder: Path) -> Product:
     found: dict[str, Path] = {}
     for file in _band_files(folder):
@@ -118,26 +141,32 @@ def _sentinel2(path: str, folder: Path) -> Product:
             name = match[1].upper()
             found.setdefault(name, file)  # a SAFE lists the finest resolution first (R10m before R20m)
     metadata = next(iter(sorted(folder.glob("MTD_MSI*.xml"))), None)
-    scale, offsets, tags = _s2_metadata(metadata) if metadata else (None, {}, {"SPACECRAFT_NAME": "Sentinel-2"})
+    scale, offsets, tags = _s2_metadata(metadata, path) if metadata else (None, {}, {"SPACECRAFT_NAME": "Sentinel-2"})
     bands = [Band(name, SENTINEL2[name], file, scale, offsets.get(name)) for name, file in sorted(found.items())]
     if not bands:
         raise SceneError(path, "holds no MTL file and no Sentinel-2 band files (B01…B12, B8A)")
     return Product(path, bands, tags)
 
 
-def _s2_metadata(path: Path) -> tuple[float | None, dict[str, float], dict[str, str]]:
+def _s2_metadata(path: Path, product: str) -> tuple[float | None, dict[str, float], dict[str, str]]:
     """The scale to reflectance (1 / BOA_QUANTIFICATION_VALUE), the offsets by band (BOA_ADD_OFFSET, from baseline
-    04.00), the spacecraft and the start time, from MTD_MSIL2A.xml."""
-    root = ElementTree.parse(path).getroot()
+    04.00), the spacecraft and the start time, from MTD_MSIL2A.xml (parsed with no DTD or entities)."""
+    try:
+        root = SafeXML.fromstring(read_text(path, product))
+    except (SafeXML.ParseError, DefusedXmlException) as error:
+        raise SceneError(product, f"{path.name} is not Sentinel-2 metadata we can read ({error})") from None
     texts = {element.tag.split("}")[-1]: (element.text or "").strip() for element in root.iter()}
-    quantification = float(texts["BOA_QUANTIFICATION_VALUE"]) if texts.get("BOA_QUANTIFICATION_VALUE") else None
+    quantification = _number(texts, "BOA_QUANTIFICATION_VALUE", product)
+    if quantification is not None and quantification <= 0:
+        raise SceneError(product, f"its metadata give BOA_QUANTIFICATION_VALUE = {quantification}, not above 0")
     names = {element.get("bandId"): element.get("physicalBand") for element in root.iter()
              if element.tag.endswith("Spectral_Information") and element.get("physicalBand")}
     offsets = {}
     for element in root.iter():
         if element.tag.endswith("BOA_ADD_OFFSET") and quantification and element.get("band_id") in names:
             physical = names[element.get("band_id")]  # B1…B12, B8A
-            offsets[physical if len(physical) == 3 else f"B0{physical[1:]}"] = float(element.text) / quantification
+            offset = _number({"BOA_ADD_OFFSET": (element.text or "").strip()}, "BOA_ADD_OFFSET", product)
+            offsets[physical if len(physical) == 3 else f"B0{physical[1:]}"] = (offset or 0.0) / quantification
     tags = {"SPACECRAFT_NAME": texts.get("SPACECRAFT_NAME", "Sentinel-2"),
             "PRODUCT_START_TIME": texts.get("PRODUCT_START_TIME", "")}
     return (1 / quantification if quantification else None), offsets, {k: v for k, v in tags.items() if v}
@@ -146,7 +175,8 @@ def _s2_metadata(path: Path) -> tuple[float | None, dict[str, float], dict[str, 
 def _stac_assets(path: str) -> Product:
     """The assets `ITEM.json#KEY,KEY,KEY` names, as bands: their common names from eo:bands (else the key), their
     scale and offset from raster:bands. An asset that lists several eo:bands gives all of them, in its order."""
-    item_file, keys = path.split("#", 1)
+    item_file, keys = path.rsplit("#", 1)
+    check_readable(item_file, path)
     try:
         item = pystac.Item.from_file(item_file)
     except (OSError, ValueError, KeyError, TypeError, pystac.STACError, pystac.STACTypeError) as error:
@@ -188,6 +218,7 @@ def vrt_of(product: Product) -> str:
     pixel of the coarsest band): a SceneError says which one does not."""
     grids = []
     for band in product.bands:
+        check_readable(band.path, product.path)
         try:
             with rasterio.open(band.path) as dataset:
                 if band.index > dataset.count:

@@ -26,6 +26,7 @@ from rasterio.windows import Window
 from geosearch.acquired import acquired_of
 from geosearch.bands import resolve_bands
 from geosearch.errors import GeosearchError, SceneError, with_cause
+from geosearch.files import check_readable, file_state
 from geosearch.products import is_product, open_product
 from geosearch.stretch import DEFAULT_PERCENTILES, ProfileStretches, Stretch
 
@@ -280,6 +281,7 @@ class Scene:
             "stretch": self.stretch.to_dict(),
             "profile": self.profile,
             "acquired": acquired.isoformat() if acquired else None,  # from tags or the file name, when known
+            "files": file_state(self.dataset.files),  # to tell a file rewritten since (index.changed_since)
         }
 
     def close(self) -> None:
@@ -324,12 +326,17 @@ def open_scene(
     try:
         if "GDAL_CACHEMAX" not in os.environ:
             stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES))
+        product = is_product(path)
+        if not product:  # a product's readers check each file they read
+            check_readable(path)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                dataset = stack.enter_context(rasterio.open(open_product(path) if is_product(path) else path))
+                dataset = stack.enter_context(rasterio.open(open_product(path) if product else path))
         except RasterioError as error:
             raise SceneError(path, f"cannot be opened as a raster: {with_cause(error)}") from None
+        for name in dataset.files:  # a VRT's sources among them, before any is read
+            check_readable(name, path)
         _check_georeferenced(path, dataset)
         try:
             chosen, band_source = resolve_bands(dataset, bands)

@@ -82,14 +82,30 @@ class Stretch:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Stretch":
+    def from_dict(cls, data: object) -> "Stretch":
+        """A recorded stretch, checked: a record that an import or a damaged store brings in is refused here in one
+        line, rather than breaking every later read of its profile."""
+        if not isinstance(data, dict):
+            raise GeosearchError(f"a stretch is a table of low and high limits, not {type(data).__name__}")
         percentiles = data.get("percentiles")
+        source = data.get("source", "given")
+        if not isinstance(source, str) or not (percentiles is None or _numbers(percentiles, 2)):
+            raise GeosearchError("a stretch's source is text and its percentiles two numbers")
+        low, high = data.get("low"), data.get("high")
+        if not (_numbers(low, 3) and _numbers(high, 3)):
+            raise GeosearchError(f"a stretch needs three finite low and three high limits, not {low!r} and {high!r}")
         return cls(
-            low=tuple(data["low"]),  # type: ignore[arg-type]
-            high=tuple(data["high"]),  # type: ignore[arg-type]
-            source=data.get("source", "given"),
-            percentiles=tuple(percentiles) if percentiles else None,  # type: ignore[arg-type]
+            low=tuple(float(v) for v in low),  # type: ignore[arg-type, union-attr]
+            high=tuple(float(v) for v in high),  # type: ignore[arg-type, union-attr]
+            source=source,
+            percentiles=tuple(float(v) for v in percentiles) if percentiles else None,  # type: ignore[arg-type]
         )
+
+
+def _numbers(values: object, count: int) -> bool:
+    """Whether `values` is a list of `count` finite numbers (JSON's: not text, not booleans)."""
+    return (isinstance(values, list | tuple) and len(values) == count
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in values))
 
 
 def _spread(limits: np.ndarray) -> tuple[float, float]:

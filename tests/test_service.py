@@ -10,11 +10,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
 import geopandas as gpd
 import httpx
+import pystac
 import pytest
 import rasterio
 import torch
@@ -30,7 +32,7 @@ from geosearch.search import Filters
 from geosearch.service.app import Service, create_app
 from geosearch.store import open_backend
 from geosearch.store.archive import Archive
-from support import write_mosaic_vrt
+from support import split_bands, write_mosaic_vrt
 
 BOX = [-54.8315, -25.2208, -54.7783, -25.1723]
 
@@ -537,3 +539,58 @@ def test_the_cli_goes_through_the_server_that_holds_the_store(archive_root, tmp_
         served.stop()
     assert not (copy / ".geosearch.server").exists()
     assert json.loads(run_geosearch("stats", "--store", str(copy), "--json").stdout)["scenes"] == 3
+
+
+def test_the_server_reads_nothing_outside_its_roots(tmp_path):
+    """Issue 30: a Landsat MTL under the root whose bands lie outside it, a file named like an item's assets beside
+    an item whose assets lie outside, scene records imported from a file that name rasters outside, and an indexed
+    scene replaced by a FIFO. Nothing outside the root is read, and nothing hangs."""
+    root, secret, elsewhere = tmp_path / "root", tmp_path / "secret", tmp_path / "elsewhere"
+    root.mkdir()
+    split_bands(LANDSAT8_224077, secret, ["B2.TIF", "B3.TIF", "B4.TIF"])
+    prefix = "LC08_L2SP_224077_20200519_20200820_02_T1"
+    (root / prefix).mkdir()
+    (root / prefix / f"{prefix}_MTL.txt").write_text(
+        "".join(f'FILE_NAME_BAND_{n} = "../../secret/B{n}.TIF"\n' for n in (2, 3, 4)) + 'SPACECRAFT_ID = "LANDSAT_8"\n')
+    item = pystac.Item("decoy", geometry=None, bbox=None, datetime=datetime(2020, 5, 18, tzinfo=UTC), properties={})
+    for band in ("B2", "B3", "B4"):
+        item.add_asset(band, pystac.Asset(str(secret / f"{band}.TIF"), media_type=pystac.MediaType.GEOTIFF))
+    item.set_self_href(str(root / "item.json"))
+    item.save_object(include_self_link=False)
+    shutil.copy(AERIAL_3857, root / "item.json#B4,B3,B2")  # a real file of that name, not the item's assets
+    scene = root / LANDSAT8_224078.name
+    shutil.copy(LANDSAT8_224078, scene)
+    elsewhere.mkdir()
+    shutil.copy(LANDSAT8_224077, elsewhere / LANDSAT8_224077.name)
+    store, exported = tmp_path / "store", tmp_path / "elsewhere.parquet"
+    for args in (("index", str(elsewhere / LANDSAT8_224077.name), "--store", str(tmp_path / "other"), "-q"),
+                 ("export", "--embeddings", str(exported), "--store", str(tmp_path / "other")),
+                 ("index", str(scene), "--store", str(store), "-q"), ("import", str(exported), "--store", str(store))):
+        assert run_geosearch(*args).returncode == 0
+    imported_tile = gpd.read_parquet(exported)["tile_id"].iloc[0]
+    served = Server(store, "--root", str(root))
+    try:
+        mtl, decoy = (_job_ended(served, served.post("/index", json={"paths": [str(path)]}))
+                      for path in (root / prefix / f"{prefix}_MTL.txt", root / "item.json#B4,B3,B2"))
+        assert mtl["state"] == "failed" and "../../secret/B2.TIF is outside this server's archive roots, so it is " \
+            "not read" in mtl["errors"][0]["error"], mtl
+        assert decoy["state"] == "done", decoy  # the file itself, the aerial scene, not the item's assets
+        records = {f["properties"]["path"]: f["properties"] for f in served.get("/scenes").json()["features"]}
+        assert records[str(root / "item.json#B4,B3,B2")]["crs"] == "EPSG:3857"
+        assert len(records) == 3  # the decoy, the scene indexed before, the imported one
+        thumbnail = served.get(f"/tiles/{imported_tile}/thumbnail.png")
+        assert thumbnail.status_code == 404 and "cannot be read any more" in thumbnail.json()["error"]
+        box = served.post("/search", json={"bbox": BOX, "k": 3})  # over the imported scene only
+        assert box.status_code == 400 and "is outside this server's archive roots" in box.json()["error"], box.text
+        # The indexed scene replaced by a FIFO: its thumbnail is refused at once, and the server still answers.
+        nearest = served.post("/search", json={"tile_id": imported_tile, "scenes": [str(scene)], "k": 1}).json()
+        local_tile = nearest["features"][0]["properties"]["tile_id"]
+        assert served.get(f"/tiles/{local_tile}/thumbnail.png?size=64").status_code == 200
+        scene.unlink()
+        os.mkfifo(scene)
+        started = time.monotonic()
+        fifo = served.get(f"/tiles/{local_tile}/thumbnail.png?size=96")  # not the cached picture
+        assert fifo.status_code == 404 and time.monotonic() - started < 10
+        assert served.get("/health").status_code == 200
+    finally:
+        served.stop()

@@ -71,7 +71,7 @@ def index(scenes: tuple[str, ...], recursive: bool, assets: tuple[str, ...] | No
     if as_json:
         click.echo(json.dumps(summary | {"errors": [{"path": f.path, "error": f.problem} for f in failures]}, indent=2))
     elif not quiet:
-        for note in summary["retiled"] + summary["off_lattice"]:
+        for note in summary["retiled"] + summary["off_lattice"] + summary["rewritten"] + summary["replaced"]:
             click.echo(f"note: {note}")
         click.echo(f"{summary['indexed']} scene(s) indexed, {summary['unchanged']} unchanged, {len(failures)} failed: "
                    f"{summary['tiles_stored']} tiles stored, {summary['tiles_skipped']} skipped, "
@@ -115,6 +115,7 @@ def index_into(archive: Archive, sources: Sources, options: TilingOptions, check
                "tiles_in_hnsw": in_hnsw, "hnsw_seconds": round(graph_seconds, 3) if optimized and in_hnsw else 0,
                "seconds": round(seconds, 3),
                "grid": str(options.grid), "retiled": report.retiled, "off_lattice": report.off_lattice,
+               "rewritten": report.rewritten, "replaced": report.replaced,
                "tiles_per_s": round(report.tiles_stored / seconds, 2) if seconds else None}
     return summary, failures + report.failed
 
@@ -145,7 +146,7 @@ def index_through(served: StoreServed, collection: str, sources: Sources, checkp
         print_error(error)
     seconds = time.perf_counter() - start
     summary = job["summary"] or {"indexed": 0, "unchanged": 0, "tiles_stored": 0, "tiles_skipped": 0,
-                                 "retiled": [], "off_lattice": []}
+                                 "retiled": [], "off_lattice": [], "rewritten": [], "replaced": []}
     return summary | {"failed": len(failures), "seconds": round(seconds, 3), "server": served.url,
                       "tiles_per_s": round(summary["tiles_stored"] / seconds, 2)}, failures
 

@@ -37,7 +37,8 @@ from geosearch.encoder.device import describe_device
 from geosearch.encoder.runtime import load_encoder, runtime_of
 from geosearch.errors import GeosearchError
 from geosearch.export import scenes_frame
-from geosearch.index import archive_grid, archive_stretches, index_scenes
+from geosearch.files import confined_to, is_remote
+from geosearch.index import archive_grid, archive_stretches, index_scenes, rereadable
 from geosearch.query import MAX_EXAMPLES, Box, ExampleNames, Query, build_query, tile_pixels
 from geosearch.search import Filters, check_dimensions, hits_geojson, search
 from geosearch.service.batcher import BatchedEncoder
@@ -227,6 +228,9 @@ class Service:
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
 
     def __post_init__(self) -> None:
+        # Every file the server reads lies under these: its --root folders, else the folders of the scenes that
+        # `geosearch index` stored (never what an imported record names).
+        self.read_roots = [str(root) for root in self.roots] or _indexed_folders(self.archive)
         encoder = load_encoder(self.checkpoint, self.device, self.runtime)
         self.runtime_name = runtime_of(encoder)
         self.encoder = BatchedEncoder(encoder).to(self.device).eval()
@@ -292,7 +296,8 @@ class Service:
             job.summary = {"indexed": len(report.indexed), "unchanged": len(report.unchanged),
                            "failed": len(job.errors), "tiles_stored": report.tiles_stored,
                            "tiles_skipped": report.tiles_skipped, "retiled": report.retiled,
-                           "off_lattice": report.off_lattice}
+                           "off_lattice": report.off_lattice, "rewritten": report.rewritten,
+                           "replaced": report.replaced}
             job.state = "done" if report.indexed or report.unchanged else "failed"
         except Exception as error:  # a job reports its failure; the server goes on
             job.errors.append({"path": None, "error": str(error).split("\n")[0]})
@@ -322,13 +327,22 @@ class Service:
             job.state = "failed"
 
 
+def _indexed_folders(archive: Archive) -> list[str]:
+    """The folders of the scenes that `geosearch index` stored (a remote scene's own URL): a server started without
+    --root reads their pixels and nothing else."""
+    paths = [record["path"] for record in archive.scenes() if rereadable(record) and "imported_from" not in record]
+    return sorted({path if is_remote(path) else str(Path(path).resolve().parent) for path in paths})
+
+
 def create_app(service: Service, threads: int = THREADS) -> ASGIApp:
     """The API: the token is checked first, then the request-body limit. Up to `threads` requests are worked on
-    at once; the others wait their turn in the event loop."""
+    at once; the others wait their turn in the event loop. While it runs, files are read only under the service's
+    read roots."""
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
-        yield
+        with confined_to(service.read_roots):
+            yield
 
     app = FastAPI(title="geosearch", version=__version__, lifespan=lifespan,
                   description="Search an archive of satellite and aerial scenes by what the land looks like.")

@@ -100,7 +100,7 @@ class Archive:
 
     def scenes(self) -> list[dict]:
         return sorted((p for _, p in self.backend.scroll(self.records, where(Match("kind", "scene")))),
-                      key=lambda record: record["path"])
+                      key=lambda record: str(record.get("path")))  # a damaged record still lists
 
     def complete_scenes(self) -> list[dict]:
         """The scenes whose tiles are all stored; an error when there is none, since nothing can be searched."""
