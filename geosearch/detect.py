@@ -102,6 +102,8 @@ class Detector:
     def learn(cls, query: Query, method: str = "score", threshold: float | None = None) -> "Detector":
         if method not in METHODS:
             raise GeosearchError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+        if threshold is not None and not np.isfinite(threshold):
+            raise GeosearchError(f"threshold {threshold} is not a finite number")
         positives = np.stack([q.vector for q in (query, *query.positives)])
         negatives = np.array([q.vector for q in query.negatives], dtype=np.float32).reshape(-1, len(query.vector))
         scorer = _fit(method, positives, negatives)

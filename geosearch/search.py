@@ -57,6 +57,8 @@ class Filters:
         """Filters as a user gives them: scenes by id or path, dates as ISO text (a bare day given as `before`
         includes that whole day). Errors name a field as the user gave it: `prefix` + its name (`--after` on the
         command line, `after` in a JSON request). An empty date range is an error: it could only answer nothing."""
+        if min_score is not None and not -1 <= min_score <= 1:  # NaN too
+            raise GeosearchError(f"{prefix}min-score {min_score} is not a cosine from -1 to 1")
         start = parse_date(after, f"{prefix}after") if after else None
         end = _end_of_day(before, f"{prefix}before") if before else None
         if start and end and start > end:

@@ -241,3 +241,67 @@ def test_cli_train_and_evaluate(folders, tmp_path):
     wrong_split = run_geosearch("evaluate", str(tmp_path / "run" / "model.pt"), "--dataset", str(folders),
                                 "--split", str(tmp_path / "split.json"))
     assert wrong_split.returncode == 1 and "1 test image(s) are not in" in wrong_split.stderr
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ('epochs = "ten"', "epochs = 'ten': give int"),
+    ("classes_per_batch = -3", "classes_per_batch = -3: give a number above 0"),
+    ("workers = -2", "workers = -2: give 0 or more"),
+    ("warmup_epochs = nan", "warmup_epochs = nan: give a finite number"),
+    ("lr_backbone = nan", "lr_backbone = nan: give a finite number"),
+    ("lr_head = inf", "lr_head = inf: give a finite number"),
+    ("lr_head = -1.0", "lr_head = -1.0: give a number above 0"),
+    ("half = 1", "half = 1: give bool"),
+    ("loss_options = 5", "loss_options = 5: give dict"),
+    ('loss_options = { alpha = "x" }', "loss_options {'alpha': 'x'} do not fit loss 'rll' ("),
+    ("loss_options = { bogus = 1 }", "loss_options {'bogus': 1} do not fit loss 'rll' ("),
+    ("loss_options = { alpha = nan }", "loss_options {'alpha': nan} make loss 'rll' nan on a small batch"),
+])
+def test_a_bad_setting_is_one_line_before_any_work(folders, tmp_path, line, problem):
+    """Issue 30: wrong types, signs and non-finite numbers in a training config: one line, and nothing written (no
+    split.json or state.pt that a corrected config would then be refused by)."""
+    config = tmp_path / "run.toml"
+    config.write_text(f'dataset = "{folders}"\nout = "{tmp_path / "run"}"\nloss = "rll"\n{line}\n')
+    result = run_geosearch("train", "--config", str(config))
+    lines = [text for text in result.stderr.splitlines() if text.strip()]
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"Error: {config}: {problem}"), \
+        result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_junk_configs_and_outputs_are_one_line(folders, tmp_path):
+    junk = tmp_path / "junk.toml"
+    junk.write_bytes(bytes(range(128, 256)) * 3)
+    (tmp_path / "afile").write_text("a file\n")
+    taken = tmp_path / "taken.toml"
+    taken.write_text(f'dataset = "{folders}"\nout = "{tmp_path / "afile"}"\n')
+    for config, problem in ((junk, "cannot read the training config ('utf-8' codec can't decode"),
+                            (taken, f"out '{tmp_path / 'afile'}' is a file; give a folder for the run")):
+        result = run_geosearch("train", "--config", str(config))
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"Error: {config}: {problem}"), \
+            result.stderr
+    result = run_geosearch("evaluate", "default", "--dataset", str(folders), "--out", str(tmp_path / "no" / "eval"))
+    assert result.returncode == 1 and result.stderr.strip() == (
+        f"Error: --out {tmp_path / 'no' / 'eval'}: folder {tmp_path / 'no'} does not exist")
+
+
+def test_a_diverging_run_stops_and_a_non_finite_checkpoint_is_refused(folders, tmp_path):
+    """A learning rate finite but far too large: the loss turns NaN and the run stops in one line instead of writing
+    a NaN model; a checkpoint whose weights hold NaN (with a hash that matches them) is refused on load."""
+    with pytest.raises(GeosearchError, match=r"^the loss became nan at epoch 2, batch 1: training diverged"):
+        train(_config(folders, tmp_path / "run", "rll", epochs=2, lr_head=1e30, lr_backbone=1e30))
+    assert not (tmp_path / "run" / "model.pt").exists()
+    good = train(_config(folders, tmp_path / "good", "rll")).checkpoint
+    from geosearch.encoder.checkpoint import Checkpoint, model_id_of, save_checkpoint
+
+    checkpoint = load_checkpoint(good)
+    weights = dict(checkpoint.state_dict)
+    weights["projection.weight"] = torch.full_like(weights["projection.weight"], float("nan"))
+    broken = save_checkpoint(Checkpoint(checkpoint.config, weights, checkpoint.metadata,
+                                        model_id_of(checkpoint.config, weights)), tmp_path / "nan.pt")
+    result = run_geosearch("index", str(AERIAL_3857), "--model", str(broken), "--store", str(tmp_path / "store"))
+    assert result.returncode == 1 and result.stderr.strip() == (
+        f"Error: {broken}: 1 of its weight tensors hold NaN or infinite values (first projection.weight): a run "
+        "that diverged; it would embed every tile as NaN")
+    assert not (tmp_path / "store").exists()

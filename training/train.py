@@ -7,6 +7,8 @@ import json
 import math
 import os
 import tomllib
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
@@ -57,6 +59,47 @@ def _is_tile_size(size: object) -> bool:
     return isinstance(size, int) and not isinstance(size, bool) and size >= MIN_TILE_SIZE
 
 
+# Settings that must be at least 1, or at least 0, when given.
+_POSITIVE = ("embedding_dim", "input_size", "classes_per_batch", "per_class", "lr_backbone", "lr_head", "whiten",
+             "whiten_views")
+_NON_NEGATIVE = ("epochs", "batches_per_epoch", "weight_decay", "warmup_epochs", "workers", "shift", "band_swap",
+                 "keep", "keep_temperature")
+
+
+def _check_types(config: "TrainConfig") -> None:
+    """Each setting of the type its field declares (an int where a float is meant passes), numbers finite, counts
+    and rates in range: a TOML typo is one line here, not a traceback or a NaN model after minutes of work."""
+    hints = typing.get_type_hints(type(config))
+    for setting in fields(config):
+        value = getattr(config, setting.name)
+        hint = hints[setting.name]
+        members = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)  # X | None
+        kinds = tuple(typing.get_origin(kind) or kind for kind in members)  # list[str]: list
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if (bool not in kinds) if isinstance(value, bool) else not isinstance(value, kinds):
+            names = " or ".join("nothing" if kind is type(None) else kind.__name__ for kind in kinds)
+            raise GeosearchError(f"{setting.name} = {value!r}: give {names}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise GeosearchError(f"{setting.name} = {value!r}: give a finite number")
+        if value is not None and setting.name in _POSITIVE and value <= 0:
+            raise GeosearchError(f"{setting.name} = {value!r}: give a number above 0")
+        if value is not None and setting.name in _NON_NEGATIVE and value < 0:
+            raise GeosearchError(f"{setting.name} = {value!r}: give 0 or more")
+
+def _check_loss(name: str, options: dict) -> None:
+    """The loss made with its options and tried on a small batch: an option of the wrong name, type or value is one
+    line before any work, not a failure at the first batch (after state.pt records it)."""
+    try:
+        loss = make_loss(name, **options)
+        value = loss(torch.nn.functional.normalize(torch.randn(8, 4, generator=torch.Generator().manual_seed(0))),
+                     torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise GeosearchError(f"loss_options {options!r} do not fit loss {name!r} ({error})") from None
+    if not torch.isfinite(value):
+        raise GeosearchError(f"loss_options {options!r} make loss {name!r} {value.item()} on a small batch")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a run. Learning rates and schedule follow spec §6 by default."""
@@ -102,6 +145,10 @@ class TrainConfig:
     whiten_tile_sizes: list[int] = field(default_factory=list)  # places: cut at these sizes too for the whitening
 
     def __post_init__(self) -> None:
+        _check_types(self)
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise GeosearchError(f"out {self.out!r} is a file; give a folder for the run")
+        _check_loss(self.loss, self.loss_options)
         if not 0 < self.test_fraction < 1 or not 0 <= self.validation_fraction < 1:
             raise GeosearchError(f"test_fraction must be in (0, 1) and validation_fraction in [0, 1), not "
                                  f"{self.test_fraction} and {self.validation_fraction}")
@@ -138,7 +185,7 @@ class TrainConfig:
     def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":
         try:
             data = tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as error:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
             raise GeosearchError(f"{path}: cannot read the training config ({error})") from None
         known = {f.name for f in fields(cls)}
         if unknown := sorted(set(data) - known):
@@ -352,6 +399,10 @@ def train(config: TrainConfig, on_step: Callable[[int, int, float], None] | None
             if keep:
                 with autocast:
                     loss = loss + config.keep * keep(images, embeddings.float())
+            if not torch.isfinite(loss):
+                raise GeosearchError(f"the loss became {loss.item()} at epoch {epoch + 1}, batch "
+                                     f"{len(epoch_losses) + 1}: training diverged; lower lr_backbone and lr_head "
+                                     "(the last finished epoch is kept in state.pt)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -55,6 +55,8 @@ def evaluate(model_spec: str, dataset: str, split: str | None, out: str, device:
     from training.evaluate import embed_dataset, report
     from training.metrics import evaluate_retrieval
 
+    if not Path(out).parent.is_dir():
+        raise GeosearchError(f"--out {out}: folder {Path(out).parent} does not exist")
     checkpoint, torch_device = open_model(model_spec), resolve_device(device)
     data = ClassFolders(dataset)
     indices = None

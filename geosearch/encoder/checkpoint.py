@@ -90,4 +90,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     model_id = model_id_of(config, payload["state_dict"])
     if model_id != payload["model_id"]:
         raise GeosearchError(f"{path}: corrupt checkpoint (its weights hash to {model_id}, not {payload['model_id']})")
+    broken = [name for name, tensor in payload["state_dict"].items()
+              if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        raise GeosearchError(f"{path}: {len(broken)} of its weight tensors hold NaN or infinite values (first "
+                             f"{broken[0]}): a run that diverged; it would embed every tile as NaN")
     return Checkpoint(config, payload["state_dict"], payload["metadata"], model_id)

@@ -69,7 +69,13 @@ Text = Annotated[str, AfterValidator(_plain_text)]
 FilePath = Annotated[str, Field(min_length=1), AfterValidator(_plain_text)]
 
 
-class Example(BaseModel):
+class Body(BaseModel):
+    """Every request body: numbers are finite (JSON as Python reads it takes NaN and Infinity)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class Example(Body):
     """A box with its CRS, or a tile id."""
 
     bbox: Annotated[list[float], Field(min_length=4, max_length=4)] | None = None
@@ -112,7 +118,7 @@ class DetectRequest(ExamplesRequest):
     threshold: float | None = None
 
 
-class ChangeSide(BaseModel):
+class ChangeSide(Body):
     """One side of a change: scenes (ids or paths) and a date range."""
 
     scenes: list[Text] = []
@@ -120,8 +126,8 @@ class ChangeSide(BaseModel):
     before: Text | None = None
 
 
-class ChangeRequest(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+class ChangeRequest(Body):
+    model_config = ConfigDict(populate_by_name=True, allow_inf_nan=False)
 
     from_: ChangeSide = Field(alias="from")
     to: ChangeSide
@@ -129,7 +135,7 @@ class ChangeRequest(BaseModel):
     top: Annotated[int, Field(ge=1)] | None = None
 
 
-class IndexRequest(BaseModel):
+class IndexRequest(Body):
     paths: Annotated[list[FilePath], Field(min_length=1, max_length=10_000)]
     force: bool = False
 
