@@ -42,12 +42,13 @@ def load_config(cli: click.Command) -> dict:
     path = config_path()
     if not path.is_file():
         if "GEOSEARCH_CONFIG" in os.environ:
-            raise GeosearchError(f"{path}: config file (GEOSEARCH_CONFIG) does not exist")
+            problem = "is not a file" if path.exists() else "does not exist"
+            raise GeosearchError(f"{path}: config file (GEOSEARCH_CONFIG) {problem}")
         return {}
     try:
         with path.open("rb") as file:
             config = tomllib.load(file)
-    except (tomllib.TOMLDecodeError, OSError) as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as error:
         raise GeosearchError(f"{path}: cannot read config file: {error}") from None
     for command, table in config.items():  # checked here too, so that the error names the file
         if isinstance(table, dict) and "collection" in table:

@@ -9,6 +9,7 @@ scale and offset to reflectance, the sensor and the acquisition time."""
 import math
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
@@ -88,8 +89,9 @@ def _mtl_files(folder: Path) -> list[Path]:
 
 def _band_files(folder: Path) -> list[Path]:
     """The raster files of a folder, or of a SAFE's granule (GRANULE/*/IMG_DATA, by resolution or not)."""
-    granules = sorted(folder.glob("GRANULE/*/IMG_DATA"))
-    roots = [p for g in granules for p in ([g, *sorted(g.glob("R*m"))])] if granules else [folder]
+    granules = sorted(p for p in folder.glob("GRANULE/*/IMG_DATA") if p.is_dir())
+    roots = [p for g in granules for p in ([g, *sorted(r for r in g.glob("R*m") if r.is_dir())])] if granules \
+        else [folder]
     return [p for root in roots for p in sorted(root.iterdir()) if p.is_file()]
 
 
@@ -120,17 +122,17 @@ def _landsat(path: str, mtl: Path) -> Product:
     return Product(path, bands, {key: value for key, value in tags.items() if value})
 
 
-def _number(values: dict[str, str], key: str, path: str) -> float | None:
-    """A finite number the metadata give for `key`, or None where they give none."""
+def _number(values: dict, key: str, path: str) -> float | None:
+    """A finite number the metadata give for `key` (as text or a number), or None where they give none."""
     text = values.get(key)
-    if not text:
+    if text is None or text == "":
         return None
     try:
         number = float(text)
-    except ValueError:
+    except (ValueError, TypeError):
         number = math.nan
     if not math.isfinite(number):
-        raise SceneError(path, f"its metadata give {key} = {text[:40]!r}, not a finite number")
+        raise SceneError(path, f"its metadata give {key} = {str(text)[:40]!r}, not a finite number")
     return number
 
 
@@ -179,23 +181,50 @@ def _stac_assets(path: str) -> Product:
     check_readable(item_file, path)
     try:
         item = pystac.Item.from_file(item_file)
-    except (OSError, ValueError, KeyError, TypeError, pystac.STACError, pystac.STACTypeError) as error:
+    except STAC_READ_ERRORS as error:
         raise SceneError(path, f"not a STAC item we can read ({str(error).splitlines()[0]})") from None
     bands = []
     for key in keys.split(","):
         if key not in item.assets:
             raise SceneError(path, f"STAC item {item.id} has no asset {key}")
-        asset, file = item.assets[key], asset_file(item, key)
-        described = asset.extra_fields.get("eo:bands") or [{}]
-        scalings = asset.extra_fields.get("raster:bands") or []
-        for index, band in enumerate(described, start=1):
-            name = key if len(described) == 1 else band.get("name") or f"{key}{index}"
+        file = asset_file(item, key)
+        described, scalings = band_fields(item, key)
+        for index, band in enumerate(described or [{}], start=1):
+            name = key if len(described) <= 1 else band.get("name") or f"{key}{index}"
             scaling = scalings[index - 1] if index <= len(scalings) else {}
-            bands.append(Band(name, band.get("common_name") or name, file, scaling.get("scale"),
-                              scaling.get("offset"), index))
-    when = item.datetime or item.common_metadata.start_datetime
-    tags = {"PLATFORM": item.common_metadata.platform or "", "ACQUISITIONDATETIME": when.isoformat() if when else ""}
+            bands.append(Band(name, band.get("common_name") or name, file, _number(scaling, "scale", path),
+                              _number(scaling, "offset", path), index))
+    when = item_time(item)
+    tags = {"PLATFORM": str(item.common_metadata.platform or ""),
+            "ACQUISITIONDATETIME": when.isoformat() if when else ""}
     return Product(path, bands, {key: value for key, value in tags.items() if value})
+
+
+# What reading a STAC file can raise: JSON errors are ValueErrors; a file of another kind, a JSON list or string, or
+# a STAC object missing a field, the others; links that loop, RecursionError.
+STAC_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, pystac.STACError,
+                    pystac.STACTypeError)
+
+
+def item_time(item: pystac.Item) -> datetime | None:
+    """When an item was acquired: its datetime, else its start_datetime; a SceneError when they are not dates."""
+    try:
+        return item.datetime or item.common_metadata.start_datetime
+    except (ValueError, TypeError, OverflowError):
+        raise SceneError(item.get_self_href() or item.id, f"STAC item {item.id}: start_datetime "
+                         f"{item.properties.get('start_datetime')!r} is not a date") from None
+
+
+def band_fields(item: pystac.Item, key: str) -> tuple[list[dict], list[dict]]:
+    """An asset's eo:bands and raster:bands, each a list of objects (empty when absent); a SceneError otherwise."""
+    fields = []
+    for name in ("eo:bands", "raster:bands"):
+        value = item.assets[key].extra_fields.get(name) or []
+        if not (isinstance(value, list) and all(isinstance(band, dict) for band in value)):
+            raise SceneError(item.get_self_href() or item.id, f"STAC item {item.id}: asset {key}'s {name} is "
+                             f"{value!r:.60}, not a list of objects")
+        fields.append(value)
+    return fields[0], fields[1]
 
 
 def asset_file(item: pystac.Item, key: str) -> Path:

@@ -15,6 +15,7 @@ negatives, unlike them (search.py says how they are searched).
 import dataclasses
 import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +29,15 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
+from rasterio.errors import WindowError
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from geosearch.encoder.default import name_of, open_model
 from geosearch.encoder.device import resolve_device
 from geosearch.encoder.runtime import Embedder, load_encoder
 from geosearch.errors import GeosearchError
+from geosearch.files import check_readable
 from geosearch.footprints import WGS84, wrap_longitude
 from geosearch.grid import GridMode
 from geosearch.index import archive_stretches, open_indexed, rereadable, tiling_of
@@ -44,6 +48,8 @@ from geosearch.tiling import TilingOptions, grid_at, read_tile
 MAX_QUERY_TILES = 8  # per side: a box of up to 8 × 8 tiles is covered whole
 MAX_EXAMPLES = 32  # in one query, itself included: each box is embedded, and each example is scored on every tile
 QUICKLOOK_SIDE = 256  # pixels of the query picture kept for the quicklook
+MAX_PICTURE_PIXELS = 64 * 10**6  # an --image larger than this is refused before it is decoded
+PICTURE_SIDE = 2048  # an --image is reduced to this side: the encoder sees a few hundred pixels of it
 
 
 class NoDataUnderBox(GeosearchError):
@@ -67,8 +73,9 @@ class Box:
         except CRSError:
             raise GeosearchError(f"unknown CRS {crs!r}; give an EPSG code (EPSG:4326), WKT or PROJ string") from None
         minx, miny, maxx, maxy = bounds
-        if not all(map(math.isfinite, bounds)):
-            raise GeosearchError(f"box {list(bounds)} has a coordinate that is infinite or not a number")
+        if not all(map(math.isfinite, (*bounds, maxx - minx, maxy - miny))):
+            raise GeosearchError(f"box {list(bounds)} has a coordinate that is infinite or not a number, or is too "
+                                 "large to measure")
         crosses = parsed.is_geographic and minx > maxx  # across the antimeridian, as RFC 7946 writes it
         if (minx >= maxx and not crosses) or miny >= maxy:
             problem = "zero width or height" if minx == maxx or miny == maxy else "min above max"
@@ -101,6 +108,9 @@ class Box:
         """The box in lon/lat as stored footprints are: longitudes in [-180, 180], in two parts where it crosses the
         antimeridian."""
         outline = self.polygon(WGS84)
+        if not (np.isfinite(outline.bounds).all() and outline.area > 0):
+            raise GeosearchError(f"box {self.describe()['bbox']} ({self.crs.to_string()}) has no area on the globe "
+                                 "(too small, or outside where its CRS is defined)")
         west, _, east, _ = outline.bounds
         if west >= -180 and east <= 180 and east - west <= 180:
             return outline
@@ -109,6 +119,16 @@ class Box:
 
     def describe(self) -> dict:
         return {"bbox": [self.minx, self.miny, self.maxx, self.maxy], "crs": self.crs.to_string()}
+
+    def clipped(self, bounds: tuple[float, float, float, float]) -> "Box":
+        """The part of the box within `bounds` (in its CRS): a box of the whole globe over a UTM scene is the scene's
+        part of it, not a shape beyond where the scene's CRS is defined. Itself where it crosses the antimeridian
+        or lies apart."""
+        minx, miny = max(self.minx, bounds[0]), max(self.miny, bounds[1])
+        maxx, maxy = min(self.maxx, bounds[2]), min(self.maxy, bounds[3])
+        if self.minx > self.maxx or minx >= maxx or miny >= maxy:
+            return self
+        return dataclasses.replace(self, minx=minx, miny=miny, maxx=maxx, maxy=maxy)
 
 
 @dataclass(frozen=True)
@@ -155,7 +175,10 @@ def _covering_offsets(window: Window, size: int) -> np.ndarray:
 
 def _overview(scene: Scene, window: Window) -> np.ndarray:
     """The box's pixels within the scene, at most QUICKLOOK_SIDE on a side, stretched as the tiles are."""
-    inside = window.round_offsets().round_lengths().intersection(Window(0, 0, scene.grid.width, scene.grid.height))
+    rounded = window.round_offsets().round_lengths()
+    inside = Window(min(rounded.col_off, scene.grid.width - 1), min(rounded.row_off, scene.grid.height - 1),
+                    max(1, rounded.width), max(1, rounded.height)).intersection(  # a box thinner than a pixel
+        Window(0, 0, scene.grid.width, scene.grid.height))                      # shows its pixel
     scale = QUICKLOOK_SIDE / max(inside.width, inside.height)
     shape = (max(1, round(inside.height * scale)), max(1, round(inside.width * scale)))
     raw, valid = read_masked(scene.grid, scene.bands, inside, out_shape=shape,
@@ -178,7 +201,8 @@ def box_query(box: Box, scene: Scene, tiling: TilingOptions, encoder: Embedder, 
     """Embed what `scene` shows under `box`, as the module docstring describes."""
     extent = shapely.box(*rasterio.transform.array_bounds(scene.grid.height, scene.grid.width, scene.grid.transform))
     try:
-        outline = box.polygon(scene.grid.crs)
+        near = box.clipped(transform_bounds(scene.grid.crs, box.crs, *extent.bounds, densify_pts=21))
+        outline = near.polygon(scene.grid.crs)
     except GeosearchError:  # the box has no place in this scene's CRS
         outline = None
     if outline is not None and CRS.from_user_input(scene.grid.crs).is_geographic:
@@ -186,7 +210,12 @@ def box_query(box: Box, scene: Scene, tiling: TilingOptions, encoder: Embedder, 
     if outline is None or not outline.intersects(extent):
         raise NoDataUnderBox(f"{scene.path}: the box {box.describe()['bbox']} ({box.crs.to_string()}) lies outside "
                              "this scene")
-    window = from_bounds(*outline.bounds, transform=scene.grid.transform)
+    try:  # the part of the box over the scene: a box of the whole globe reads the scene, not the globe
+        window = from_bounds(*outline.bounds, transform=scene.grid.transform).intersection(
+            Window(0, 0, scene.grid.width, scene.grid.height))
+    except WindowError:
+        raise NoDataUnderBox(f"{scene.path}: the box {box.describe()['bbox']} ({box.crs.to_string()}) only touches "
+                             "this scene") from None
     grid = grid_at(scene, _covering_offsets(window, tiling.tile_size), tiling.tile_size, tiling.tile_size)
     tiles = [read_tile(scene, int(r), int(c), tiling.tile_size) for r, c in grid.offsets]
     kept = [i for i, (_, valid) in enumerate(tiles) if valid >= tiling.min_valid]
@@ -268,9 +297,20 @@ def tile_pixels(archive: Archive, payload: dict) -> np.ndarray | None:
 def image_query(path: str, encoder: Embedder, device: torch.device) -> Query:
     """A plain picture (PNG, JPEG…): its central square, which the encoder resizes to its input. It has no place
     on the ground, so nothing is excluded as the query itself; it should show land at about the archive's scale."""
+    check_readable(path)
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, in one line
+            image = Image.open(path)
+        with image:
+            if image.width * image.height > MAX_PICTURE_PIXELS:
+                raise Image.DecompressionBombError
+            image.draft("RGB", (PICTURE_SIDE, PICTURE_SIDE))  # JPEG decodes at a reduced scale
+            image.thumbnail((PICTURE_SIDE, PICTURE_SIDE))
             rgb = np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError:  # Pillow's own limit is larger
+        raise GeosearchError(f"{path}: over {MAX_PICTURE_PIXELS // 10**6} megapixels; --image takes a smaller picture "
+                             "(crop it to the place)") from None
     except (OSError, UnidentifiedImageError) as error:
         reason = "no such file" if isinstance(error, FileNotFoundError) else "not a picture Pillow can read"
         raise GeosearchError(f"{path}: {reason}; --image takes PNG, JPEG and the like (use --raster for GeoTIFFs)") \

@@ -31,6 +31,7 @@ from geosearch.products import is_product, open_product
 from geosearch.stretch import DEFAULT_PERCENTILES, ProfileStretches, Stretch
 
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt", ".jp2", ".img", ".nc", ".hdf", ".h5", ".ntf", ".dt2", ".ecw"})
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 GDAL_CACHE_BYTES = 256 * 2**20  # rasterio passes GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB
 MAX_UPSAMPLING = 16  # --gsd finer than 1/16 of the native resolution is almost surely a typo
 STRETCH_SIDE = 1024  # the whole scene is read at most this many pixels across to measure its stretch...
@@ -87,7 +88,8 @@ def read_masked(
     """Pixels (3, H, W) in the file's dtype and a (H, W) validity mask.
 
     A pixel is valid where any chosen band is: by `nodata` when given (a value the file does not declare),
-    else by GDAL's masks (declared nodata, alpha band or mask band). Non-finite floats are never valid.
+    else by GDAL's masks (declared nodata, alpha band or mask band). Floats are valid only when finite and within
+    float32's range, which the stretch computes in (a float64 fill of 1e300 is no value of the land).
     """
     shape = (len(bands), *out_shape) if out_shape else None
     pixels = dataset.read(bands, window=window, out_shape=shape)
@@ -98,7 +100,7 @@ def read_masked(
     else:
         valid = (dataset.read_masks(bands, window=window, out_shape=shape) > 0).any(axis=0)
     if pixels.dtype.kind == "f":
-        valid &= np.isfinite(pixels).all(axis=0)
+        valid &= (np.abs(pixels) <= FLOAT32_MAX).all(axis=0)  # False for NaN and infinities too
     return pixels, valid
 
 
@@ -294,13 +296,25 @@ class Scene:
         self.close()
 
 
-def _check_georeferenced(path: str, dataset: DatasetReaderBase) -> None:
+def _check_usable(path: str, dataset: DatasetReaderBase) -> None:
     if dataset.crs is None and dataset.gcps[0]:
         raise SceneError(path, "georeferenced by ground control points only; warp it onto a grid first (gdalwarp)")
     if dataset.crs is None:
         raise SceneError(path, "has no CRS; assign one first (gdal_edit.py -a_srs EPSG:…)")
     if dataset.transform.is_identity:
         raise SceneError(path, "has no geotransform, so its pixels have no place on the ground")
+    if not np.isfinite(tuple(dataset.transform)[:6]).all() or dataset.transform.determinant == 0:
+        raise SceneError(path, f"has a geotransform with a pixel size of 0 or values that are not numbers "
+                               f"({tuple(dataset.transform)[:6]}); fix it (gdal_edit.py -a_ullr)")
+    corners = [dataset.transform @ (col, row) for col in (0, dataset.width) for row in (0, dataset.height)]
+    lon, lat = Transformer.from_crs(dataset.crs, "EPSG:4326", always_xy=True).transform(*zip(*corners, strict=True))
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+        raise SceneError(path, f"reaches past where {dataset.crs.to_string()} is defined (its corners have no place "
+                               "on the globe): its geotransform or its CRS is wrong")
+    complex_bands = [kind for kind in dataset.dtypes if np.dtype(kind).kind == "c"]
+    if complex_bands:
+        raise SceneError(path, f"holds {complex_bands[0]} values, which show no image; write their amplitude to a "
+                               "raster first")
     if dataset.crs.is_geographic:
         _, south, _, north = dataset.bounds
         if max(abs(south), abs(north)) > 90 + 1e-6:
@@ -337,7 +351,7 @@ def open_scene(
             raise SceneError(path, f"cannot be opened as a raster: {with_cause(error)}") from None
         for name in dataset.files:  # a VRT's sources among them, before any is read
             check_readable(name, path)
-        _check_georeferenced(path, dataset)
+        _check_usable(path, dataset)
         try:
             chosen, band_source = resolve_bands(dataset, bands)
             ground = ground_resolution(dataset)

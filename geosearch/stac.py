@@ -2,7 +2,7 @@
 chosen per-band assets, stacked), and says what the files may not: the item's id and collection, and when it was
 acquired. Local files only; an item whose asset is remote or missing is one error line, and the others go on."""
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +10,7 @@ import pystac
 
 from geosearch.bands import PRESETS
 from geosearch.errors import SceneError
-from geosearch.products import asset_file
+from geosearch.products import STAC_READ_ERRORS, asset_file, band_fields, item_time
 from geosearch.scene import find_scenes
 
 # Asset roles that name the picture of an item, in the order they are taken when --assets is not given.
@@ -43,27 +43,44 @@ def find_sources(paths: Sequence[str], recursive: bool = False, assets: Sequence
     return sources
 
 
-def _add_items(sources: Sources, path: str, assets: Sequence[str]) -> None:
+def _items(path: str, seen: set[str], failures: list[SceneError]) -> Iterator[pystac.Item]:
+    """The items a STAC file holds, its catalogs and collections walked link by link: each file is read once (so
+    links that loop end), and one that cannot be read is a failure of its own while the others go on."""
+    if path in seen:
+        return
+    seen.add(path)
     try:
         read = pystac.read_file(path)
-        items = [read] if isinstance(read, pystac.Item) else list(read.get_items(recursive=True))
-    # JSON errors are ValueErrors; a file of another kind, or a STAC object missing a field, the others.
-    except (OSError, ValueError, KeyError, TypeError, pystac.STACError, pystac.STACTypeError) as error:
-        sources.failures.append(SceneError(path, f"not a STAC catalog, collection or item we can read "
-                                                 f"({str(error).splitlines()[0]})"))
+        if isinstance(read, pystac.Item):
+            yield read
+            return
+        links = [link.get_absolute_href() for link in read.get_links() if link.rel in ("child", "item")]
+    except STAC_READ_ERRORS as error:
+        failures.append(SceneError(path, f"not a STAC catalog, collection or item we can read "
+                                         f"({str(error).splitlines()[0]})"))
         return
-    for item in items:
+    for href in links:
+        yield from _items(href, seen, failures)
+
+
+def _add_items(sources: Sources, path: str, assets: Sequence[str]) -> None:
+    for item in _items(path, set(), sources.failures):
         try:
             keys = _chosen_assets(item, assets)
             files = [asset_file(item, key) for key in keys]
+            # One asset is the scene's file, unless it names its bands in eo:bands; several assets are its bands.
+            # Both of those are opened through products.py, which stacks the bands and names them.
+            named = len(band_fields(item, keys[0])[0]) > 1
+            when = item_time(item)
         except SceneError as error:
             sources.failures.append(error)
             continue
-        # One asset is the scene's file, unless it names its bands in eo:bands; several assets are its bands. Both
-        # of those are opened through products.py, which stacks the bands and names them.
-        named = len(item.assets[keys[0]].extra_fields.get("eo:bands") or []) > 1
         raster = str(files[0]) if len(keys) == 1 and not named else f"{item.get_self_href()}#{','.join(keys)}"
-        when = item.datetime or item.common_metadata.start_datetime
+        if raster in sources.described:
+            sources.failures.append(SceneError(item.get_self_href() or item.id, f"STAC item {item.id} names the "
+                                               f"raster of item {sources.described[raster]['stac']['item']}, which "
+                                               "is read once, for that item"))
+            continue
         sources.paths.append(raster)
         sources.described[raster] = {
             "acquired": when.isoformat() if when else None,
@@ -99,5 +116,5 @@ def _chosen_assets(item: pystac.Item, names: Sequence[str]) -> list[str]:
 def _asset_named(item: pystac.Item, name: str) -> str | None:
     if name in item.assets:
         return name
-    return next((key for key, asset in item.assets.items()
-                 if any(band.get("common_name") == name for band in asset.extra_fields.get("eo:bands") or [])), None)
+    return next((key for key in item.assets
+                 if any(band.get("common_name") == name for band in band_fields(item, key)[0])), None)

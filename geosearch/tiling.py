@@ -1,6 +1,7 @@
 """Scene → tiles: a grid plan with footprints (no pixels read), then a stream of stretched, masked tiles."""
 
 import logging
+import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from geosearch.stretch import DEFAULT_PERCENTILES, ProfileStretches, Stretch, St
 
 DEFAULT_TILE_SIZE = 256
 MIN_TILE_SIZE = 8  # fewer pixels a side hold no texture for the encoder to match
+MAX_TILES_PER_SCENE = 2_000_000  # planning holds every tile's footprint and ids: a bound on its memory and time
 DEFAULT_MIN_VALID = 0.5  # a tile at least half real data still shows what the land looks like
 FOOTPRINT_TOLERANCE = 0.1  # footprint edges in lon/lat stay within a tenth of a pixel of the true edge
 log = logging.getLogger(__name__)
@@ -167,6 +169,11 @@ class TileGrid:
 
 def plan_grid(scene: Scene, options: TilingOptions) -> TileGrid:
     """Every tile's place and footprint; nothing is read but the scene's header."""
+    tiles = (math.ceil(scene.grid.width / options.step) + 1) * (math.ceil(scene.grid.height / options.step) + 1)
+    if tiles > MAX_TILES_PER_SCENE:
+        raise SceneError(scene.path, f"would be cut into about {tiles:,} tiles of {options.tile_size} px, more than "
+                                     f"the {MAX_TILES_PER_SCENE:,} one scene may have; cut it coarser (a larger "
+                                     "--tile-size or --stride, or --gsd), or split it")
     try:
         if options.grid is GridMode.SCENE:
             offsets = tile_offsets(scene.grid.width, scene.grid.height, options.tile_size, options.step,

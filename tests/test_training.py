@@ -250,7 +250,7 @@ def test_cli_train_and_evaluate(folders, tmp_path):
     ("warmup_epochs = nan", "warmup_epochs = nan: give a finite number"),
     ("lr_backbone = nan", "lr_backbone = nan: give a finite number"),
     ("lr_head = inf", "lr_head = inf: give a finite number"),
-    ("lr_head = -1.0", "lr_head = -1.0: give a number above 0"),
+    ("lr_head = -1.0", "lr_head = -1.0: give 0 or more"),
     ("half = 1", "half = 1: give bool"),
     ("loss_options = 5", "loss_options = 5: give dict"),
     ('loss_options = { alpha = "x" }', "loss_options {'alpha': 'x'} do not fit loss 'rll' ("),

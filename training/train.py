@@ -60,10 +60,9 @@ def _is_tile_size(size: object) -> bool:
 
 
 # Settings that must be at least 1, or at least 0, when given.
-_POSITIVE = ("embedding_dim", "input_size", "classes_per_batch", "per_class", "lr_backbone", "lr_head", "whiten",
-             "whiten_views")
-_NON_NEGATIVE = ("epochs", "batches_per_epoch", "weight_decay", "warmup_epochs", "workers", "shift", "band_swap",
-                 "keep", "keep_temperature")
+_POSITIVE = ("embedding_dim", "input_size", "classes_per_batch", "per_class", "whiten", "whiten_views")
+_NON_NEGATIVE = ("epochs", "batches_per_epoch", "lr_backbone", "lr_head", "weight_decay", "warmup_epochs", "workers",
+                 "shift", "band_swap", "keep", "keep_temperature")  # a rate of 0 freezes its part
 
 
 def _check_types(config: "TrainConfig") -> None:

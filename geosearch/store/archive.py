@@ -123,7 +123,10 @@ class Archive:
 
     def find_scenes(self, key: str) -> list[dict]:
         """The scenes a user means by `key`: a scene id, or a path (as given, or resolved)."""
-        resolved = str(Path(key).resolve())
+        try:
+            resolved = str(Path(key).resolve())
+        except (OSError, RuntimeError):  # a symlink loop names no file
+            resolved = key
         found = [r for r in self.scenes() if key in (r["scene_id"], r["path"]) or str(Path(r["path"]).resolve()) ==
                  resolved]
         if not found:
