@@ -206,12 +206,15 @@ def import_file(file: str, store: str | None, qdrant_url: str | None, api_key: s
 
 @cli.command()
 @store_options
+@click.option("--check", is_flag=True, help="Also read every stored vector to check the store (a minute a million "
+                                            "tiles); the quick checks always run.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def stats(store: str | None, qdrant_url: str | None, api_key: str | None, collection: str, as_json: bool) -> None:
-    """The archive at a glance: store, model, scenes by status, tiles."""
+def stats(store: str | None, qdrant_url: str | None, api_key: str | None, collection: str, check: bool,
+          as_json: bool) -> None:
+    """The archive at a glance: store, model, scenes by status, tiles; one error line if the store is damaged."""
     try:
         with open_archive(store, qdrant_url, api_key, collection) as archive:
-            info = archive.stats()
+            info = archive.stats(thorough=check)
     except StoreServed as served:
         info = through_server(served, collection, {"as_json"}).stats()
     if as_json:

@@ -19,7 +19,7 @@ import numpy as np
 
 from geosearch.errors import GeosearchError, ModelMismatch
 from geosearch.store import check_collection
-from geosearch.store.backend import Backend, Hit
+from geosearch.store.backend import UNIT_TOLERANCE, Backend, Hit, damaged
 from geosearch.store.filters import Filter, HasId, Match, where
 
 TILE_INDEXES = {"scene_id": "keyword", "place_id": "keyword", "model_id": "keyword", "centroid": "geo",
@@ -178,8 +178,12 @@ class Archive:
         return self.backend.count(self.collection, state & where(Match("scene_id", scene_id)) if scene_id else state)
 
     def tile(self, tile_id: str) -> tuple[np.ndarray, dict] | None:
-        """A served tile's vector and payload, or None; an error for a tile of a scene that is not complete."""
+        """A served tile's vector and payload, or None; an error for a tile of a scene that is not complete, or
+        one whose vector is not the unit vector that was stored."""
         stored = self.backend.points(self.collection, [tile_id]).get(tile_id)
+        if stored and not abs(float(np.linalg.norm(stored[0])) - 1) <= UNIT_TOLERANCE:  # NaN too
+            raise damaged(self.backend.location, f"tile {tile_id}'s vector has length "
+                                                 f"{np.linalg.norm(stored[0]):.6g}, not 1")
         if stored and stored[1].get("status") == "indexing":
             status = (self.scene(stored[1]["scene_id"]) or {}).get("status", "no record")
             raise GeosearchError(f"tile {tile_id} is of {stored[1]['scene_path']}, which is not completely indexed "
@@ -188,7 +192,20 @@ class Archive:
 
     def nearest(self, vector: np.ndarray, k: int, where: Filter | None = None) -> list[Hit]:
         """The k served tiles nearest to `vector` that pass `where`."""
-        return self.backend.query(self.collection, vector, k, SERVED & where if where else SERVED)
+        served = SERVED & where if where else SERVED
+        hits = self._cosines(self.backend.query(self.collection, vector, k, served))
+        if not hits and (counted := self.backend.count(self.collection, served)):
+            raise damaged(self.backend.location, f"{counted} tiles pass the query's filters, but a search finds none")
+        return hits
+
+    def _cosines(self, hits: list[Hit]) -> list[Hit]:
+        """Hits whose scores are what unit vectors give: finite, within ±1. Anything else comes from damaged files
+        (flipped bytes in a vector scored 7,503), and is not an answer."""
+        wrong = [hit for hit in hits if not abs(hit.score) <= 1 + UNIT_TOLERANCE]
+        if wrong:
+            raise damaged(self.backend.location, f"tile {wrong[0].id} scores {wrong[0].score:.6g}, which no cosine "
+                                                 "is")
+        return hits
 
     def recommend(self, positives: Sequence[np.ndarray], negatives: Sequence[np.ndarray], k: int,
                   where: Filter | None = None) -> list[Hit]:
@@ -198,7 +215,7 @@ class Archive:
         below zero; those others are what the negatives rule out, and are left out here, so fewer than k come back
         once the rest are all nearer a negative."""
         hits = self.backend.recommend(self.collection, positives, negatives, k, SERVED & where if where else SERVED)
-        return [Hit(h.id, _cosine(h.score), h.payload) for h in hits if h.score > 0]
+        return [Hit(h.id, _cosine(h.score), h.payload) for h in self._cosines(hits) if h.score > 0]
 
     def tiles(self, scene_id: str) -> Iterator[tuple[str, dict]]:
         return self.backend.scroll(self.collection, where(Match("scene_id", scene_id)))
@@ -217,7 +234,38 @@ class Archive:
         """Build HNSW where the store's rule calls for it (store/backend.py); True if anything was built."""
         return self.backend.optimize(self.collection)
 
-    def stats(self) -> dict:
+    def check(self, thorough: bool = False) -> None:
+        """Raise a one-line error when the store does not hold what its records say: served tiles that the
+        complete scenes' records do not count, or a stored tile that a nearest query does not find as itself.
+        `thorough`: also read every served vector (bounded memory, about a minute a million tiles) and check that
+        each is a unit vector and that as many come back as are counted."""
+        location, served = self.backend.location, self.tile_count()
+        recorded = sum(r["tiles"] for r in self.scenes() if r.get("status") == "complete")
+        if served != recorded:
+            raise damaged(location, f"{served} tiles are served, but the complete scenes' records count {recorded}")
+        probe = next(self.vector_pages(page=1), None)
+        if probe is not None:
+            (tile_id,), vectors, _ = probe
+            found = self.backend.query(self.collection, vectors[0], 1, SERVED, exact=True)
+            # itself (or a twin of the same vector), at a cosine of 1
+            if not (abs(np.linalg.norm(vectors[0]) - 1) <= UNIT_TOLERANCE and found
+                    and abs(found[0].score - 1) <= UNIT_TOLERANCE):
+                raise damaged(location, f"tile {tile_id} is not found by its own vector")
+        if not thorough:
+            return
+        read = 0
+        for ids, vectors, _ in self.vector_pages():
+            norms = np.linalg.norm(vectors, axis=1)
+            bad = np.flatnonzero(~(np.abs(norms - 1) <= UNIT_TOLERANCE))
+            if len(bad):
+                raise damaged(location, f"tile {ids[bad[0]]}'s vector has length {norms[bad[0]]:.6g}, not 1")
+            read += len(ids)
+        if read != served:
+            raise damaged(location, f"{served} tiles are counted, but {read} can be read")
+
+    def stats(self, thorough: bool = False) -> dict:
+        """The archive at a glance, once `check` finds it sound."""
+        self.check(thorough)
         scenes = self.scenes()
         by_status: dict[str, int] = {}
         for record in scenes:

@@ -7,6 +7,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from geosearch.errors import GeosearchError
 from geosearch.store.filters import Filter
 
 # Payload index types, named as Qdrant names them.
@@ -18,6 +19,23 @@ INDEX_TYPES = ("keyword", "integer", "float", "geo", "datetime")
 # kept recall@10 against exact search at 0.99 or more up to 1M tiles, with and without filters.
 HNSW_MIN_TILES = 50_000
 HNSW_EF = 256
+
+
+UNIT_TOLERANCE = 1e-3  # how far from 1 a stored vector's norm, or past ±1 a cosine, may be before the store is damaged
+
+
+def damaged(location: str, what: str) -> GeosearchError:
+    """The one error for a store whose files no longer hold what was written: what was seen, and what to do."""
+    return GeosearchError(f"{location}: the store is damaged ({what}); restore it from a backup, or index the "
+                          "scenes again into a new store")
+
+
+def vector_of(location: str, value: object) -> np.ndarray:
+    """A stored vector as the store returned it, which must be a list of numbers."""
+    try:
+        return np.asarray(value, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise damaged(location, f"a stored vector came back as {type(value).__name__}") from None
 
 
 class Hit(NamedTuple):
@@ -88,6 +106,8 @@ class PagedScroll:
     """`scroll` and `scroll_vectors` for a backend that reads the points passing a filter a page of records at a
     time (`_pages`; records as qdrant-client and Qdrant Edge both give them: id, payload, vector)."""
 
+    location: str
+
     def _pages(self, name: str, where: Filter | None, page: int, vectors: bool) -> Iterator[list]:
         raise NotImplementedError
 
@@ -98,8 +118,10 @@ class PagedScroll:
     def scroll_vectors(self, name: str, where: Filter | None = None,
                        page: int = 1000) -> Iterator[tuple[list[str], np.ndarray, list[dict]]]:
         for records in self._pages(name, where, page, vectors=True):
-            yield ([str(r.id) for r in records], np.array([r.vector for r in records], dtype=np.float32),
-                   [r.payload or {} for r in records])
+            vectors = [vector_of(self.location, r.vector) for r in records]
+            if len({len(vector) for vector in vectors}) > 1:
+                raise damaged(self.location, "stored vectors of different lengths")
+            yield [str(r.id) for r in records], np.stack(vectors), [r.payload or {} for r in records]
 
 
 def free_bytes_at(path: Path) -> int:

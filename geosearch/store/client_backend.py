@@ -7,7 +7,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from geosearch.errors import GeosearchError
-from geosearch.store.backend import HNSW_EF, Hit, PagedScroll, free_bytes_at
+from geosearch.store.backend import HNSW_EF, Hit, PagedScroll, free_bytes_at, vector_of
 from geosearch.store.filters import DateRange, Filter, GeoBox, HasId, Match, MatchAny, Range
 
 _SCHEMAS = {"keyword": models.PayloadSchemaType.KEYWORD, "integer": models.PayloadSchemaType.INTEGER,
@@ -98,7 +98,7 @@ class ClientBackend(PagedScroll):
 
     def points(self, name: str, ids: list[str]) -> dict[str, tuple[np.ndarray, dict]]:
         records = self.client.retrieve(name, ids=ids, with_payload=True, with_vectors=True)
-        return {str(r.id): (np.asarray(r.vector, dtype=np.float32), r.payload or {}) for r in records}
+        return {str(r.id): (vector_of(self.location, r.vector), r.payload or {}) for r in records}
 
     def _search_params(self, exact: bool = False) -> models.SearchParams | None:
         return None if self.local_path else models.SearchParams(  # local mode is always exact

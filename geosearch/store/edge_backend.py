@@ -13,7 +13,7 @@ import numpy as np
 import qdrant_edge as edge
 
 from geosearch.errors import GeosearchError
-from geosearch.store.backend import HNSW_EF, HNSW_MIN_TILES, Hit, PagedScroll, free_bytes_at
+from geosearch.store.backend import HNSW_EF, HNSW_MIN_TILES, Hit, PagedScroll, free_bytes_at, vector_of
 from geosearch.store.filters import DateRange, Filter, GeoBox, HasId, Match, MatchAny, Range
 
 _SCHEMAS = {"keyword": edge.PayloadSchemaType.Keyword, "integer": edge.PayloadSchemaType.Integer,
@@ -182,7 +182,7 @@ class EdgeBackend(PagedScroll):
 
     @_engine
     def points(self, name: str, ids: list[str]) -> dict[str, tuple[np.ndarray, dict]]:
-        return {str(r.id): (np.asarray(r.vector, dtype=np.float32), r.payload or {})
+        return {str(r.id): (vector_of(self.location, r.vector), r.payload or {})
                 for r in self._shard(name).retrieve(ids, True, True)}
 
     @_engine
