@@ -145,10 +145,19 @@ def _tiling_key(tiling: TilingOptions, gsd_m: float) -> str:
     return f"--tile-size {tiling.tile_size} --stride {tiling.step} at {gsd_m:.4g} m"
 
 
+def grid_mode(archive: Archive) -> GridMode:
+    """The grid the archive records; one line for a record that an earlier version let an import write wrong."""
+    try:
+        return GridMode(archive.grid)
+    except ValueError:
+        raise GeosearchError(f"the archive ({archive.collection}) records the grid {archive.grid!r}, which is none "
+                             "geosearch makes; index its scenes again into a new --collection") from None
+
+
 def archive_grid(archive: Archive, tiling: TilingOptions, asked: GridMode | None) -> TilingOptions:
     """The tiling with the archive's grid mode, which every scene of an archive shares; asking for another is an
     error (an archive indexed before aligned grids keeps its scene grids)."""
-    mode = GridMode(archive.grid)
+    mode = grid_mode(archive)
     if asked is not None and asked is not mode:
         raise GeosearchError(f"the archive ({archive.collection}) is cut with --grid {mode}; --grid {asked} would "
                              "mix grids in one archive: leave --grid out, or use another --collection")

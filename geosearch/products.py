@@ -6,6 +6,7 @@ raster, coarser bands resampled as they are read, and no stacked copy is written
 metadata say: each band's name and common name (`B4_red`, so that red, green and blue are found by name), its
 scale and offset to reflectance, the sensor and the acquisition time."""
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -178,9 +179,10 @@ def _stac_assets(path: str) -> Product:
     """The assets `ITEM.json#KEY,KEY,KEY` names, as bands: their common names from eo:bands (else the key), their
     scale and offset from raster:bands. An asset that lists several eo:bands gives all of them, in its order."""
     item_file, keys = path.rsplit("#", 1)
-    check_readable(item_file, path)
     try:
-        item = pystac.Item.from_file(item_file)
+        item = read_stac(item_file, path)
+        if not isinstance(item, pystac.Item):
+            raise TypeError(f"a STAC {type(item).__name__}, not an item")
     except STAC_READ_ERRORS as error:
         raise SceneError(path, f"not a STAC item we can read ({str(error).splitlines()[0]})") from None
     bands = []
@@ -204,6 +206,18 @@ def _stac_assets(path: str) -> Product:
 # a STAC object missing a field, the others; links that loop, RecursionError.
 STAC_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, pystac.STACError,
                     pystac.STACTypeError)
+
+
+def read_stac(path: str, source: str | None = None) -> pystac.STACObject:
+    """A local STAC file, read as metadata is (a regular file, bounded: files.read_text). Its href keeps a `#` of
+    its path as %23, since pystac cuts hrefs at `#` (local_href turns hrefs made from it back into paths)."""
+    text = read_text(Path(path), source or path)
+    return pystac.read_dict(json.loads(text), href=path.replace("#", "%23"))
+
+
+def local_href(href: str) -> str:
+    """A local path from an href made relative to a STAC file read by read_stac."""
+    return href.replace("%23", "#")
 
 
 def item_time(item: pystac.Item) -> datetime | None:
@@ -236,7 +250,7 @@ def asset_file(item: pystac.Item, key: str) -> Path:
     if scheme not in ("", "file") and len(scheme) > 1:  # one letter: a Windows drive
         raise SceneError(where, f"STAC item {item.id}: asset {key} is remote ({href}); geosearch reads local files, "
                                 "so it is not reachable")
-    local = Path(urlsplit(href).path if scheme == "file" else href)
+    local = Path(local_href(urlsplit(href).path if scheme == "file" else href))
     if not local.is_file():
         raise SceneError(where, f"STAC item {item.id}: asset {key} ({local}) does not exist")
     return local

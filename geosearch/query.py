@@ -39,8 +39,7 @@ from geosearch.encoder.runtime import Embedder, load_encoder
 from geosearch.errors import GeosearchError
 from geosearch.files import check_readable
 from geosearch.footprints import WGS84, wrap_longitude
-from geosearch.grid import GridMode
-from geosearch.index import archive_stretches, open_indexed, rereadable, tiling_of
+from geosearch.index import archive_stretches, grid_mode, open_indexed, rereadable, tiling_of
 from geosearch.scene import Scene, read_masked
 from geosearch.store.archive import Archive, point_id
 from geosearch.tiling import TilingOptions, grid_at, read_tile
@@ -405,4 +404,4 @@ def archive_tiling(archive: Archive) -> TilingOptions:
         raise GeosearchError("the archive's scenes came from embedding files, with no tiling to cut another raster "
                              "alike; query by --tile")
     size, gsd, min_valid = max(set(tilings), key=tilings.count)
-    return TilingOptions(tile_size=size, gsd=gsd, min_valid=min_valid, grid=GridMode(archive.grid))
+    return TilingOptions(tile_size=size, gsd=gsd, min_valid=min_valid, grid=grid_mode(archive))

@@ -10,7 +10,7 @@ import pystac
 
 from geosearch.bands import PRESETS
 from geosearch.errors import SceneError
-from geosearch.products import STAC_READ_ERRORS, asset_file, band_fields, item_time
+from geosearch.products import STAC_READ_ERRORS, asset_file, band_fields, item_time, local_href, read_stac
 from geosearch.scene import find_scenes
 
 # Asset roles that name the picture of an item, in the order they are taken when --assets is not given.
@@ -50,11 +50,11 @@ def _items(path: str, seen: set[str], failures: list[SceneError]) -> Iterator[py
         return
     seen.add(path)
     try:
-        read = pystac.read_file(path)
+        read = read_stac(path)
         if isinstance(read, pystac.Item):
             yield read
             return
-        links = [link.get_absolute_href() for link in read.get_links() if link.rel in ("child", "item")]
+        links = [local_href(link.get_absolute_href()) for link in read.get_links() if link.rel in ("child", "item")]
     except STAC_READ_ERRORS as error:
         failures.append(SceneError(path, f"not a STAC catalog, collection or item we can read "
                                          f"({str(error).splitlines()[0]})"))
@@ -75,7 +75,8 @@ def _add_items(sources: Sources, path: str, assets: Sequence[str]) -> None:
         except SceneError as error:
             sources.failures.append(error)
             continue
-        raster = str(files[0]) if len(keys) == 1 and not named else f"{item.get_self_href()}#{','.join(keys)}"
+        item_file = local_href(item.get_self_href())
+        raster = str(files[0]) if len(keys) == 1 and not named else f"{item_file}#{','.join(keys)}"
         if raster in sources.described:
             sources.failures.append(SceneError(item.get_self_href() or item.id, f"STAC item {item.id} names the "
                                                f"raster of item {sources.described[raster]['stac']['item']}, which "

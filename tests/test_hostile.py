@@ -352,3 +352,19 @@ def test_a_damaged_store_says_so_in_one_line(store, small_model, tmp_path):
                 continue  # a query that meets no damaged vector answers as before
             assert result.returncode == 1 and len(lines) == 1 and "the store is damaged" in lines[0], (name, args,
                                                                                                   result.stderr)
+
+
+def test_a_stac_item_in_a_folder_whose_name_holds_a_hash_is_read(tmp_path):
+    """pystac cuts hrefs at `#`: an item (a single asset, and per-band assets) in such a folder is still read."""
+    folder = tmp_path / "archive#2020"
+    split_bands(LANDSAT8_224077, folder, ["B2.tif", "B3.tif", "B4.tif"])
+    shutil.copy(LANDSAT8_224077, folder / "scene.tif")
+    bands = {key: {"href": f"./{key}.tif", "type": "image/tiff; application=geotiff", "roles": ["data"]}
+             for key in ("B2", "B3", "B4")}
+    item = _item("hash", "./scene.tif")
+    item["assets"] |= bands
+    (folder / "item.json").write_text(json.dumps(item))
+    for assets, path in (("visual", folder / "scene.tif"), ("B4,B3,B2", f"{folder / 'item.json'}#B4,B3,B2")):
+        result = run_geosearch("tile", str(folder / "item.json"), "--assets", assets, "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["scenes"][0]["path"] == str(path)
