@@ -1,9 +1,9 @@
-"""The reliability matrix of issue 20: bad inputs, kill -9, two processes on one store, hostile HTTP, and many
-clients while an index job runs. All of it for real: the CLI in subprocesses and `geosearch serve` over HTTP, on
-the scenes shipped in geosearch/data/scenes.
+"""The reliability matrix of issues 20 and 30: bad inputs, kill -9, two processes on one store, hostile HTTP, many
+clients while an index job runs, and hostile files in the surfaces issue 30 named. All of it for real: the CLI in
+subprocesses and `geosearch serve` over HTTP, on the scenes shipped in geosearch/data/scenes.
 
     .venv/bin/python bench/bench_faults.py [--seconds 15] [--clients 8 64] [--kill-at 0.05 0.2 0.4 0.6]
-                                           [--rows 1 2 3 4 5 6] [--out bench/faults.json]
+                                           [--rows 1 2 3 4 5 6 7] [--out bench/faults.json]
 
 Rows:
 1. Bad inputs: about 45 CLI cases across the commands. Each must exit non-zero with one error line (click's
@@ -24,6 +24,13 @@ Rows:
    one after another (each a new 2 × 2 VRT mosaic of a Landsat crop): failed requests, 5xx, p50/p95, req/s. Every
    job must end "done", and no answer may hold a tile of a scene that a GET /scenes sent after that answer still
    shows unfinished.
+7. Hostile files (issue 30), each alone from the command line: rasters no scene can be made of, per-band products
+   with broken metadata, embedding files whose records, ids, grids, stretches, footprints or footers are wrong
+   (imported into a copy of the reference store, which must not change), training settings of the wrong type or
+   not finite, FIFOs, picture bombs, symlink loops, configs that are folders or binary, a checkpoint of NaN weights,
+   stores with damaged segment files; and runs over good and bad inputs together (a STAC catalog, a folder), which
+   must exit 1 with a line per bad input and no traceback. Row 4 gains the HTTP side: an MTL under the root naming
+   bands outside it, a file named like an item's assets, NaN numbers, degenerate and whole-globe boxes.
 6. The store's file system is full (a 600 MiB tmpfs; needs root, else the row says it did not run): too little
    space before the run, the disk filling while index writes, `stats` on the full disk, and the rerun once space
    is freed (the reference's tiles exactly).
@@ -61,6 +68,7 @@ import httpx
 import numpy as np
 import rasterio
 from bench_serve import _free_port, random_boxes
+from PIL import Image
 
 from bench_store import percentiles
 from geosearch.data import AERIAL_3857, LANDSAT8_224077, LANDSAT8_224078, shipped_scenes
@@ -70,6 +78,17 @@ from geosearch.store.archive import Archive
 from geosearch.tiling import TilingOptions, survey
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from hostile import (
+    HOSTILE_SETTINGS,
+    LANDSAT_PREFIX,
+    good_and_bad_folder,
+    hostile_catalog,
+    hostile_embeddings,
+    hostile_products,
+    hostile_rasters,
+    landsat_product,
+    stac_item,
+)
 from support import write_mosaic_vrt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -385,6 +404,138 @@ def row_bad_inputs(shell: Shell, inputs: dict[str, Path], model: Path, ref: Path
             "lost_or_duplicated": None, "http_5xx": None,
             "notes": f"{sum(r['rc'] == 2 for r in results)} usage errors (exit 2), "
                      f"{sum(r['rc'] == 1 for r in results)} errors (exit 1)",
+            "details": results}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Row 7: hostile files of issue 30, from the command line
+
+
+def _flip(path: Path, start: int, length: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[start:start + length] = bytes(b ^ 0xFF for b in data[start:start + length])
+    path.write_bytes(bytes(data))
+
+
+def _damaged(store: Path, name: str) -> Path:
+    """A copy of `store` with one kind of damage to its tiles' segment files."""
+    (segment,) = (store / "edge" / "tiles" / "segments").iterdir()
+    vectors = segment / "vector_storage"
+    if name == "vectors":
+        _flip(vectors / "vectors" / "chunk_0.mmap", 0, 16 * 4 * 80)
+    elif name == "deleted":
+        _flip(vectors / "deleted" / "flags_a.dat", 0, 16)
+    else:
+        (vectors / "vectors" / "status.dat").write_bytes(b"\0" * 8)
+    return store
+
+
+def _nan_model(model: Path, path: Path) -> Path:
+    from geosearch.encoder.checkpoint import Checkpoint, load_checkpoint, model_id_of, save_checkpoint
+
+    checkpoint = load_checkpoint(model)
+    weights = {name: tensor.clone() for name, tensor in checkpoint.state_dict.items()}
+    name = next(name for name, tensor in weights.items() if tensor.is_floating_point())
+    weights[name][...] = float("nan")
+    return save_checkpoint(Checkpoint(checkpoint.config, weights, checkpoint.metadata,
+                                      model_id_of(checkpoint.config, weights)), path)
+
+
+def hostile_file_cases(shell: Shell, model: Path, ref: Path) -> list[tuple[str, list, dict, str]]:
+    """(name, args, env, expected): "one line" (one error line, exit non-zero), "one line, store kept" (the same,
+    and the store's tiles and records unchanged), or "runs" (exit 0) for controls."""
+    w = shell.work / "hostile"
+    counter = iter(range(1000))
+
+    def ref_copy() -> Path:
+        return copy_store(ref, w / "stores" / f"copy{next(counter)}")
+
+    rasters, products = hostile_rasters(w / "rasters"), hostile_products(w / "products")
+    catalog = hostile_catalog(w / "stac")
+    exported = w / "archive.parquet"
+    if shell.run("export", "--embeddings", exported, "--store", ref_copy()).rc != 0:
+        sys.exit("cannot export the reference store's embeddings")
+    embeddings = hostile_embeddings(exported, w / "embeddings")
+    (w / "loop").symlink_to(w / "loop2")
+    (w / "loop2").symlink_to(w / "loop")
+    os.mkfifo(w / "fifo.tif")
+    Image.new("L", (30000, 30000), 7).save(w / "bomb.png", optimize=True)
+    (w / "config").mkdir()
+    nan_model = _nan_model(model, w / "nan.pt")
+    tiny = ["--model", model]
+    box = ["--bbox", *map(str, BOX)]
+    cases = [(f"tile: raster {name}", ["tile", path], {}, "runs" if name == "huge" else "one line")
+             for name, path in rasters.items()]
+    cases += [(f"tile: product {name}", ["tile", path], {}, "runs" if name == "granule_file" else "one line")
+              for name, path in products.items()]
+    cases += [(f"import: {name}", ["import", path, "--store", ref_copy()], {}, "one line, store kept")
+              for name, path in embeddings.items()]
+    cases += [(f"train: {line}", ["train", "--config", _training_config(w, line)], {}, "one line")
+              for line in HOSTILE_SETTINGS]
+    cases += [
+        ("tile: a catalog of bad items beside a good one", ["tile", catalog], {}, "several lines"),
+        ("index: a folder of bad rasters beside a good one", ["index", good_and_bad_folder(w / "mixed"), "--store",
+                                                              w / "stores" / "mixed", *tiny], {}, "several lines"),
+        ("search --raster a FIFO", ["search", "--raster", w / "fifo.tif", *box, "--store", ref_copy(), *tiny], {},
+         "one line"),
+        ("search --image a FIFO", ["search", "--image", w / "fifo.tif", "--store", ref_copy(), *tiny], {},
+         "one line"),
+        ("search --image a 30000² PNG", ["search", "--image", w / "bomb.png", "--store", ref_copy(), *tiny], {},
+         "one line"),
+        ("search: bbox ±1e308 in EPSG:3857", ["search", "--bbox", "-1e308", "-1e308", "1e308", "1e308", "--crs",
+                                             "EPSG:3857", "--store", ref_copy(), *tiny], {}, "one line"),
+        ("search: bbox 1e-300 wide", ["search", "--bbox", "0", "0", "1e-300", "1e-300", "--store", ref_copy(),
+                                     *tiny], {}, "one line"),
+        ("search --min-score nan", ["search", *box, "--min-score", "nan", "--store", ref_copy(), *tiny], {},
+         "one line"),
+        ("history of the whole globe (control)", ["history", "--bbox", "-180", "-90", "180", "90", "--store",
+                                                  ref_copy(), *tiny], {}, "runs"),
+        ("remove a symlink loop", ["remove", w / "loop", "--store", ref_copy()], {}, "one line, store kept"),
+        ("search --scene a symlink loop", ["search", *box, "--scene", w / "loop", "--store", ref_copy(), *tiny], {},
+         "one line"),
+        ("GEOSEARCH_CONFIG a folder", ["stats", "--store", ref_copy()], {"GEOSEARCH_CONFIG": str(w / "config")},
+         "one line"),
+        ("GEOSEARCH_CONFIG a binary file", ["stats", "--store", ref_copy()], {"GEOSEARCH_CONFIG": str(model)},
+         "one line"),
+        ("index --model with NaN weights", ["index", AERIAL_3857, "--store", w / "stores" / "nan", "--model",
+                                            nan_model], {}, "one line"),
+    ]
+    cases += [(f"stats --check: damaged {name}", ["stats", "--check", "--store", _damaged(ref_copy(), name)], {},
+               "one line") for name in ("vectors", "deleted", "count")]
+    return cases
+
+
+def _training_config(work: Path, line: str) -> Path:
+    path = work / "configs" / f"{abs(hash(line))}.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(f'dataset = "{work}"\nout = "{work / "runs" / path.stem}"\nloss = "rll"\n{line}\n')
+    return path
+
+
+def row_hostile_files(shell: Shell, model: Path, ref: Path, workers: int) -> dict:
+    cases = hostile_file_cases(shell, model, ref)
+    kept = {tuple(args): stored_tiles(args[args.index("--store") + 1]) for _, args, _, expect in cases
+            if expect.endswith("store kept")}
+    runs = shell.parallel([lambda c=c: shell.run(*c[1], env=c[2], timeout=240) for c in cases], workers)
+    results = []
+    for (name, args, _, expect), run in zip(cases, runs, strict=True):
+        if expect == "several lines":  # a run over good and bad inputs: it fails, saying so, and the good goes on
+            problems = [p for p in run.problems(expect_failure=False) if not p.startswith("exit")]
+            problems += [] if run.rc == 1 and run.error_lines else [f"exit {run.rc}"]
+        else:
+            problems = run.problems(expect_failure=expect != "runs")
+        if expect.endswith("store kept") and stored_tiles(args[args.index("--store") + 1]) != kept[tuple(args)]:
+            problems.append("the store changed")
+        results.append({"case": name, "expected": expect, **run.to_dict(), "problems": problems})
+    return {"row": "7. hostile files (issue 30)", "cases": len(results),
+            "failed": sum(bool(r["problems"]) for r in results),
+            "tracebacks": sum("traceback" in r["problems"] for r in results),
+            "signal_deaths": sum(run.signal_death for run in runs), "half_indexed_served": None,
+            "lost_or_duplicated": sum("the store changed" in r["problems"] for r in results), "http_5xx": None,
+            "notes": f"{sum(r['expected'].startswith('one line') for r in results)} refused in one line, "
+                     f"{sum(r['expected'] == 'several lines' for r in results)} runs over good and bad inputs, "
+                     f"{sum(r['expected'] == 'runs' for r in results)} controls; slowest "
+                     f"{max(run.seconds for run in runs):.0f} s",
             "details": results}
 
 
@@ -900,6 +1051,14 @@ def hostile_cases(served: Served, root: Path, outside: Path, tile_id: str) -> li
         ("k = -1", "422", post("/search", json=box | {"k": -1})),
         ("k = 1.5", "422", post("/search", json=box | {"k": 1.5})),
         ("k = 1000, the most (control)", "200", post("/search", json=box | {"k": 1000})),
+        ("bbox 1e-300 wide", "4xx", post("/search", json={"bbox": [0, 0, 1e-300, 1e-300]})),
+        ("bbox thinner than a pixel over the data (control)", "200",
+         post("/search", json={"bbox": [-54.8, -25.2, -54.79999999999999, -25.19999999999999]})),
+        ("history of the whole globe (control)", "200", post("/history", json={"bbox": [-180, -90, 180, 90]})),
+        ("min_score NaN", "4xx", raw_json("/search", b'{"bbox": [-54.83, -25.22, -54.78, -25.17], '
+                                                     b'"min_score": NaN}')),
+        ("detect with threshold NaN", "4xx", raw_json("/detect", b'{"tile_id": "' + tile_id.encode() + b'", '
+                                                                 b'"threshold": NaN}')),
         ("tile_id unknown", "404", post("/search", json={"tile_id": UNKNOWN_TILE})),
         ("tile_id ../../etc/passwd", "4xx", post("/search", json={"tile_id": "../../etc/passwd"})),
         ("tile_id empty", "4xx", post("/search", json={"tile_id": ""})),
@@ -965,7 +1124,16 @@ def row_hostile(served: Served, root: Path, outside: Path, tile_id: str) -> dict
     # Index jobs that must end failed (or be refused), never index what lies outside the roots, never hang.
     (root / "notes.tif").write_text("not a raster")
     write_mosaic(AERIAL_3857, root / "outside.vrt", 1, 1)  # a VRT under the root, its pixels outside it
+    product = landsat_product(root / "product")  # its MTL names bands outside the root
+    (product / f"{LANDSAT_PREFIX}_MTL.txt").write_text("".join(
+        f'FILE_NAME_BAND_{n} = "{os.path.relpath(outside / "secret.tif", product)}"\n' for n in (2, 3, 4)))
+    (root / "item.json").write_text(json.dumps(stac_item("decoy", str(outside / "secret.tif"))))
+    (root / "item.json#visual").write_text("a file of that name, not the item's asset")
     jobs = [("job: a non-raster under the root", [str(root / "notes.tif")], "failed"),
+            ("job: an MTL under the root naming bands outside it", [str(product / f"{LANDSAT_PREFIX}_MTL.txt")],
+             "failed"),
+            ("job: a file named ITEM.json#ASSET beside an item whose asset is outside",
+             [str(root / "item.json#visual")], "failed"),
             ("job: a folder under the root", [str(root)], "failed"),
             ("job: a VRT under the root reading a raster outside it", [str(root / "outside.vrt")], "refused")]
     for name, paths, expect in jobs:
@@ -1270,14 +1438,14 @@ def main() -> None:
                              "to its end, after the store appears")
     parser.add_argument("--kill-after", type=float, nargs="+", help="or: seconds after the store appears")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="CLI cases run at once (row 1)")
-    parser.add_argument("--rows", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 7])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "faults.json")
     args = parser.parse_args()
     command = "python bench/bench_faults.py " + " ".join(
         [f"--seconds {args.seconds:g}", "--clients " + " ".join(map(str, args.clients)),
          ("--kill-after " + " ".join(f"{d:g}" for d in args.kill_after)) if args.kill_after else
          ("--kill-at " + " ".join(f"{d:g}" for d in args.kill_at))] +
-        ([f"--rows {' '.join(map(str, args.rows))}"] if args.rows != [1, 2, 3, 4, 5, 6] else []))
+        ([f"--rows {' '.join(map(str, args.rows))}"] if args.rows != [1, 2, 3, 4, 5, 6, 7] else []))
     started = time.perf_counter()
     rows: list[dict] = []
     server_exceptions: list[str] = []
@@ -1336,6 +1504,8 @@ def main() -> None:
 
         if 1 in args.rows:
             add(timed("row 1", lambda: row_bad_inputs(shell, inputs, model, ref, args.workers)))
+        if 7 in args.rows:
+            add(timed("row 7", lambda: row_hostile_files(shell, model, ref, args.workers)))
         if 2 in args.rows:
             add(timed("row 2", lambda: row_kill(shell, model, delays, reference)))
         if 6 in args.rows:

@@ -226,16 +226,15 @@ def changed_since(record: dict) -> bool:
     return bool(recorded) and file_state([path for path, _, _ in recorded]) != recorded
 
 
-def _remove_replaced(archive: Archive, record: dict) -> list[str]:
-    """Remove the archive's other scenes at the path of a scene just indexed: the file now holds other ground,
-    and their tiles would be served as the file's."""
-    where = str(Path(record["path"]).resolve())
-    replaced = [other for other in archive.scenes() if other["scene_id"] != record["scene_id"]
-                and rereadable(other) and str(Path(other["path"]).resolve()) == where]
-    for other in replaced:
-        archive.remove_scene(other["scene_id"])
-    return [f"{record['path']} now holds another raster than scene {other['scene_id']} did; that scene's "
-            f"{other['tiles']} tiles were removed" for other in replaced]
+def _replaced(archive: Archive, scenes: list[PlannedScene]) -> list[list[dict]]:
+    """For each scene, the archive's other scenes recorded at its path: the file now holds other ground, so once
+    the scene is indexed their tiles, which would be served as the file's, are removed."""
+    by_path: dict[str, list[dict]] = {}
+    for record in archive.scenes():
+        if rereadable(record):
+            by_path.setdefault(str(Path(record["path"]).resolve()), []).append(record)
+    return [[other for other in by_path.get(str(Path(p.path).resolve()), []) if other["scene_id"] != p.grid.scene_id]
+            for p in scenes]
 
 
 def acquisition(planned: PlannedScene, given: datetime | None, auto: bool) -> str | None:
@@ -290,6 +289,7 @@ def index_scenes(
                 archive.add_stretch(profile, stretch.to_dict(),
                                     "--stretch-from" if profile == profiles.chosen else users[0])
     records = [scene_record(p, tiling, checkpoint.model_id, acquisition(p, acquired, auto_acquired)) for p in pending]
+    replaced = _replaced(archive, pending)
     for record in records:
         archive.begin_scene(record)
     read = [0] * len(pending)
@@ -327,7 +327,10 @@ def index_scenes(
             if len(stored):  # where the scene has data, rather than its whole grid
                 records[s]["footprint"] = _union(pending[s].grid.footprints.wgs84[stored])
             archive.complete_scene(records[s], len(stored))
-            report.replaced += _remove_replaced(archive, records[s])
+            for other in replaced[s]:
+                archive.remove_scene(other["scene_id"])
+                report.replaced.append(f"{pending[s].path} now holds another raster than scene {other['scene_id']} "
+                                       f"did; that scene's {other['tiles']} tiles were removed")
             if not len(stored):
                 log.warning("%s: no tile is at least %.0f%% valid (all nodata?); it is indexed with no tiles",
                             pending[s].path, 100 * tiling.min_valid)

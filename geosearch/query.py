@@ -29,7 +29,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
-from rasterio.errors import WindowError
+from rasterio.errors import RasterioError, WindowError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
@@ -201,6 +201,9 @@ def box_query(box: Box, scene: Scene, tiling: TilingOptions, encoder: Embedder, 
     extent = shapely.box(*rasterio.transform.array_bounds(scene.grid.height, scene.grid.width, scene.grid.transform))
     try:
         near = box.clipped(transform_bounds(scene.grid.crs, box.crs, *extent.bounds, densify_pts=21))
+    except (RasterioError, ValueError):  # the scene has no place in the box's CRS: the box as it is
+        near = box
+    try:
         outline = near.polygon(scene.grid.crs)
     except GeosearchError:  # the box has no place in this scene's CRS
         outline = None

@@ -13,7 +13,6 @@ import pytest
 import rasterio
 import rasterio.windows
 import torch
-from affine import Affine
 from PIL import Image
 
 from conftest import run_geosearch
@@ -24,6 +23,13 @@ from geosearch.index import index_scenes
 from geosearch.store import open_backend
 from geosearch.store.archive import Archive
 from geosearch.tiling import TilingOptions
+from hostile import (
+    good_and_bad_folder,
+    hostile_catalog,
+    hostile_products,
+    landsat_product,
+    stac_item,
+)
 from support import split_bands
 
 BOX = ("--bbox", "-54.8315", "-25.2208", "-54.7783", "-25.1723")
@@ -141,31 +147,11 @@ def test_a_rewritten_or_replaced_file_is_indexed_again(small_model, tmp_path):
         assert record["crs"] == "EPSG:3857" and archive.tile_count() == record["tiles"]
 
 
-def _raster(path: Path, pixels: np.ndarray, transform: Affine, crs: str = "EPSG:32618", **options) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", width=pixels.shape[2], height=pixels.shape[1],
-                       count=pixels.shape[0], dtype=pixels.dtype, crs=crs, transform=transform, **options) as out:
-        out.write(pixels)
-    return path
-
 
 def test_unusable_rasters_are_one_line_each_and_the_good_scene_beside_them_is_indexed(small_model, tmp_path):
     """Complex values, a pixel size of 0, a NaN origin, pixels of 10,000 km, a sparse 10⁶ × 10⁶ GeoTIFF (millions of
     tiles, refused before planning them), float64 fill near 1e300 (no valid tile), in one folder with a real scene."""
-    folder = tmp_path / "mixed"
-    folder.mkdir()
-    shutil.copy(LANDSAT8_224078, folder / "a_good.tif")
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(1, 255, (3, 256, 256), dtype=np.uint8)
-    utm = Affine(30, 0, 500000, 0, -30, 4500000)
-    _raster(folder / "complex.tif", (pixels + 1j * pixels).astype(np.complex64), utm)
-    _raster(folder / "pixel0.tif", pixels, Affine(0, 0, 500000, 0, 0, 4500000))
-    _raster(folder / "nanorigin.tif", pixels, Affine(30, 0, float("nan"), 0, -30, float("nan")))
-    _raster(folder / "pixel1e7.tif", pixels, Affine(1e7, 0, 500000, 0, -1e7, 4500000))
-    _raster(folder / "huge.tif", rng.random((3, 256, 256)) * 1e300, utm)
-    with rasterio.open(folder / "sparse.tif", "w", driver="GTiff", width=10**6, height=10**6, count=3, dtype="uint8",
-                       crs="EPSG:32618", transform=Affine(1, 0, 500000, 0, -1, 4500000), tiled=True,
-                       blockxsize=1024, blockysize=1024, BIGTIFF="YES", SPARSE_OK=True) as sparse:
-        sparse.write(pixels, window=rasterio.windows.Window(0, 0, 256, 256))
+    folder = good_and_bad_folder(tmp_path / "mixed")
     started = time.monotonic()
     result = run_geosearch("index", str(folder), "--store", str(tmp_path / "store"), "--model", str(small_model),
                            "--json")
@@ -173,19 +159,20 @@ def test_unusable_rasters_are_one_line_each_and_the_good_scene_beside_them_is_in
     summary = json.loads(result.stdout)
     problems = {Path(error["path"]).name: error["error"] for error in summary["errors"]}
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert problems["complex.tif"] == "holds complex64 values, which show no image; write their amplitude to a " \
-                                      "raster first"
-    assert problems["pixel0.tif"].startswith("has a geotransform with a pixel size of 0 or values that are not numbers")
-    assert problems["nanorigin.tif"].startswith("has a geotransform with a pixel size of 0 or values that are not")
-    assert problems["pixel1e7.tif"].startswith("reaches past where EPSG:32618 is defined")
-    assert problems["sparse.tif"].startswith("would be cut into about 15,272,464 tiles of 256 px, more than the "
-                                             "2,000,000 one scene may have")
-    assert set(problems) == {"complex.tif", "pixel0.tif", "nanorigin.tif", "pixel1e7.tif", "sparse.tif"}
+    assert problems == {
+        "complex.tif": "holds complex64 values, which show no image; write their amplitude to a raster first",
+        "pixel0.tif": "has a geotransform with a pixel size of 0 or values that are not numbers ((0.0, 0.0, 500000.0, "
+                      "0.0, 0.0, 4500000.0)); fix it (gdal_edit.py -a_ullr)",
+        "nanorigin.tif": "has a geotransform with a pixel size of 0 or values that are not numbers ((30.0, 0.0, nan, "
+                         "0.0, -30.0, nan)); fix it (gdal_edit.py -a_ullr)",
+        "pixel1e7.tif": "reaches past where EPSG:32618 is defined (its corners have no place on the globe): its "
+                        "geotransform or its CRS is wrong",
+        "sparse.tif": "would be cut into about 15,272,464 tiles of 256 px, more than the 2,000,000 one scene may "
+                      "have; cut it coarser (a larger --tile-size or --stride, or --gsd), or split it"}
     assert summary["indexed"] == 2  # the real scene, and the float64 fill with no valid tile (indexed with none)
     with open_backend(tmp_path / "store") as backend:
         tiles = {Path(r["path"]).name: r["tiles"] for r in Archive.open(backend, "tiles").scenes()}
     assert tiles["huge.tif"] == 0 and tiles["a_good.tif"] > 0
-
 
 def test_degenerate_queries_are_one_line(store, small_model, tmp_path):
     """Boxes of ±1e308 or 1e-300 wide, a box thinner than a pixel over the data, the whole globe, pictures that are
@@ -219,40 +206,11 @@ def test_degenerate_queries_are_one_line(store, small_model, tmp_path):
         assert result.returncode == 1 and len(error_lines(result)) == 1 and "Traceback" not in result.stderr
 
 
-def _item(item_id: str, href: str, properties: dict | None = None, **asset_fields) -> dict:
-    return {"type": "Feature", "stac_version": "1.0.0", "id": item_id, "geometry": None, "links": [],
-            "properties": {"datetime": "2020-05-19T13:42:00Z"} if properties is None else properties,
-            "assets": {"visual": {"href": href, "type": "image/tiff; application=geotiff", "roles": ["visual"],
-                                  **asset_fields}}}
-
-
 def test_bad_stac_items_are_one_line_each_and_the_good_item_goes_on(tmp_path):
     """Catalog loops, items that are a JSON list or string, dates that are not, band fields of the wrong shape, a
     NaN scale, one raster named by two items: one line each, beside a good item that is read."""
-    good = str(LANDSAT8_224077)
-    eo = [{"name": n, "common_name": c} for n, c in (("B2", "blue"), ("B3", "green"), ("B4", "red"))]
-    items = {
-        "good": _item("good", good),
-        "list": [_item("x", good)],
-        "string": "hello",
-        "garbage_start": _item("garbage_start", good, {"datetime": None, "start_datetime": "not a date",
-                                                       "end_datetime": "2020-05-20T00:00:00Z"}),
-        "eo_number": _item("eo_number", str(LANDSAT8_224078), **{"eo:bands": 3}),
-        "raster_numbers": _item("raster_numbers", str(LANDSAT8_224078), **{"eo:bands": eo, "raster:bands": [1, 2, 3]}),
-        "nan_scale": _item("nan_scale", str(LANDSAT8_224078),
-                           **{"eo:bands": eo, "raster:bands": [{"scale": float("nan"), "offset": 0}] * 3}),
-        "twice": _item("twice", good),
-    }
-    links = [{"rel": "root", "href": "./catalog.json"}, {"rel": "child", "href": "./catalog.json"},
-             {"rel": "child", "href": "./other.json"}]
-    for name, body in items.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / f"{name}.json").write_text(json.dumps(body))
-        links.append({"rel": "item", "href": f"./{name}/{name}.json"})
-    catalog = {"type": "Catalog", "id": "c", "stac_version": "1.0.0", "description": "d", "links": links}
-    (tmp_path / "catalog.json").write_text(json.dumps(catalog))
-    (tmp_path / "other.json").write_text(json.dumps(catalog | {"id": "other"}))  # a loop back to the first
-    result = run_geosearch("tile", str(tmp_path / "catalog.json"), "--json")
+    catalog = hostile_catalog(tmp_path)
+    result = run_geosearch("tile", str(catalog), "--json")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     scenes = json.loads(result.stdout)["scenes"]
     assert [scene["stac"]["item"] for scene in scenes] == ["good"]
@@ -271,44 +229,17 @@ def test_bad_stac_items_are_one_line_each_and_the_good_item_goes_on(tmp_path):
 def test_bad_products_are_one_line_and_the_good_one_beside_goes_on(tmp_path):
     """An MTL that is /dev/zero, MTL numbers that are not, a 5,000-character band name, Sentinel-2 metadata that is
     not XML or an entity bomb, IMG_DATA that is a file: one line each, and the good product beside them is read."""
-    prefix = "LC08_L2SP_224077_20200519_20200820_02_T1"
-
-    def landsat(name: str, mult: str = "2.75E-05", band2: str | None = None) -> Path:
-        folder = tmp_path / name
-        split_bands(LANDSAT8_224077, folder, [f"{prefix}_SR_B{n}.TIF" for n in (2, 3, 4)])
-        names = {n: f"{prefix}_SR_B{n}.TIF" for n in (2, 3, 4)} | ({2: band2} if band2 else {})
-        lines = [f'FILE_NAME_BAND_{n} = "{file}"\nREFLECTANCE_MULT_BAND_{n} = {mult}\nREFLECTANCE_ADD_BAND_{n} = -0.2'
-                 for n, file in names.items()]
-        (folder / f"{prefix}_MTL.txt").write_text("\n".join([*lines, 'SPACECRAFT_ID = "LANDSAT_8"', ""]))
-        return folder
-
-    def sentinel2(name: str, metadata: str | None) -> Path:
-        safe = tmp_path / f"{name}.SAFE"
-        split_bands(LANDSAT8_224078, safe, ["T21JXN_B02_10m.tif", "T21JXN_B03_10m.tif", "T21JXN_B04_10m.tif"])
-        if metadata is not None:
-            (safe / "MTD_MSIL2A.xml").write_text(metadata)
-        return safe
-
-    zero = landsat("zero")
-    (zero / f"{prefix}_MTL.txt").unlink()
-    (zero / f"{prefix}_MTL.txt").symlink_to("/dev/zero")
-    bomb = ('<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">'
-            + "".join(f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10))
-            + ']>\n<n1:Level-2A_User_Product xmlns:n1="x"><SPACECRAFT_NAME>&lol9;</SPACECRAFT_NAME>'
-              "</n1:Level-2A_User_Product>\n")
-    granule_file = sentinel2("granule", None)
-    (granule_file / "GRANULE" / "L2A").mkdir(parents=True)
-    (granule_file / "GRANULE" / "L2A" / "IMG_DATA").write_text("not a folder")
+    products = hostile_products(tmp_path)
     cases = {
-        landsat("abc", mult="abc"): "its metadata give REFLECTANCE_MULT_BAND_2 = 'abc', not a finite number",
-        landsat("nan", mult="NaN"): "its metadata give REFLECTANCE_MULT_BAND_2 = 'NaN', not a finite number",
-        landsat("huge", mult="1e400"): "its metadata give REFLECTANCE_MULT_BAND_2 = '1e400', not a finite number",
-        landsat("long", band2="A" * 5000 + ".TIF"): "its MTL names AAAA",
-        zero: "is not a regular file (a FIFO, device or socket), so it is not read",
-        sentinel2("notxml", "this is not xml {]"): "MTD_MSIL2A.xml is not Sentinel-2 metadata we can read",
-        sentinel2("bomb", bomb): "MTD_MSIL2A.xml is not Sentinel-2 metadata we can read",
+        products["abc"]: "its metadata give REFLECTANCE_MULT_BAND_2 = 'abc', not a finite number",
+        products["nan"]: "its metadata give REFLECTANCE_MULT_BAND_2 = 'NaN', not a finite number",
+        products["huge"]: "its metadata give REFLECTANCE_MULT_BAND_2 = '1e400', not a finite number",
+        products["long"]: "its MTL names AAAA",
+        products["zero"]: "is not a regular file (a FIFO, device or socket), so it is not read",
+        products["notxml"]: "MTD_MSIL2A.xml is not Sentinel-2 metadata we can read",
+        products["bomb"]: "MTD_MSIL2A.xml is not Sentinel-2 metadata we can read",
     }
-    good = landsat("good")
+    granule_file, good = products["granule_file"], landsat_product(tmp_path / "good")
     result = run_geosearch("tile", *map(str, cases), str(granule_file), str(good), "--json")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert [scene["path"] for scene in json.loads(result.stdout)["scenes"]] == [str(granule_file), str(good)]
@@ -361,7 +292,7 @@ def test_a_stac_item_in_a_folder_whose_name_holds_a_hash_is_read(tmp_path):
     shutil.copy(LANDSAT8_224077, folder / "scene.tif")
     bands = {key: {"href": f"./{key}.tif", "type": "image/tiff; application=geotiff", "roles": ["data"]}
              for key in ("B2", "B3", "B4")}
-    item = _item("hash", "./scene.tif")
+    item = stac_item("hash", "./scene.tif")
     item["assets"] |= bands
     (folder / "item.json").write_text(json.dumps(item))
     for assets, path in (("visual", folder / "scene.tif"), ("B4,B3,B2", f"{folder / 'item.json'}#B4,B3,B2")):

@@ -15,6 +15,7 @@ from geosearch.data import AERIAL_3857, LANDSAT7_RGB, LANDSAT8_224077, LANDSAT8_
 from geosearch.encoder.checkpoint import load_checkpoint
 from geosearch.errors import GeosearchError
 from geosearch.tiling import TilingOptions, plan_grid
+from hostile import HOSTILE_SETTINGS
 from training.baselines import ALL_LOSSES
 from training.datasets import ClassFolders, PolygonTiles, stratified_split
 from training.train import TrainConfig, train
@@ -243,20 +244,7 @@ def test_cli_train_and_evaluate(folders, tmp_path):
     assert wrong_split.returncode == 1 and "1 test image(s) are not in" in wrong_split.stderr
 
 
-@pytest.mark.parametrize(("line", "problem"), [
-    ('epochs = "ten"', "epochs = 'ten': give int"),
-    ("classes_per_batch = -3", "classes_per_batch = -3: give a number above 0"),
-    ("workers = -2", "workers = -2: give 0 or more"),
-    ("warmup_epochs = nan", "warmup_epochs = nan: give a finite number"),
-    ("lr_backbone = nan", "lr_backbone = nan: give a finite number"),
-    ("lr_head = inf", "lr_head = inf: give a finite number"),
-    ("lr_head = -1.0", "lr_head = -1.0: give 0 or more"),
-    ("half = 1", "half = 1: give bool"),
-    ("loss_options = 5", "loss_options = 5: give dict"),
-    ('loss_options = { alpha = "x" }', "loss_options {'alpha': 'x'} do not fit loss 'rll' ("),
-    ("loss_options = { bogus = 1 }", "loss_options {'bogus': 1} do not fit loss 'rll' ("),
-    ("loss_options = { alpha = nan }", "loss_options {'alpha': nan} make loss 'rll' nan on a small batch"),
-])
+@pytest.mark.parametrize(("line", "problem"), HOSTILE_SETTINGS.items())
 def test_a_bad_setting_is_one_line_before_any_work(folders, tmp_path, line, problem):
     """Issue 30: wrong types, signs and non-finite numbers in a training config: one line, and nothing written (no
     split.json or state.pt that a corrected config would then be refused by)."""

@@ -42,6 +42,14 @@ def point_id(tile_id: str) -> str:
         return str(uuid.uuid5(_IMPORTED, tile_id))
 
 
+def _resolved(path: str) -> str:
+    """A path with its links followed; as it is where they loop, since it then names no file."""
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):
+        return path
+
+
 def _record_id(key: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, key))
 
@@ -123,12 +131,8 @@ class Archive:
 
     def find_scenes(self, key: str) -> list[dict]:
         """The scenes a user means by `key`: a scene id, or a path (as given, or resolved)."""
-        try:
-            resolved = str(Path(key).resolve())
-        except (OSError, RuntimeError):  # a symlink loop names no file
-            resolved = key
-        found = [r for r in self.scenes() if key in (r["scene_id"], r["path"]) or str(Path(r["path"]).resolve()) ==
-                 resolved]
+        resolved = _resolved(key)
+        found = [r for r in self.scenes() if key in (r["scene_id"], r["path"]) or _resolved(r["path"]) == resolved]
         if not found:
             raise GeosearchError(f"no scene {key!r} in the archive; `geosearch scenes` lists them")
         return found
