@@ -21,6 +21,7 @@ import shapely
 from geosearch.acquired import parse_date
 from geosearch.errors import GeosearchError
 from geosearch.export import atomic_output, check_output_path
+from geosearch.files import check_readable
 from geosearch.grid import GridMode
 from geosearch.index import check_record, check_space, footprint_fields, on_the_globe
 from geosearch.store.archive import Archive, point_id
@@ -123,6 +124,7 @@ def read_embeddings(path: str | Path, model_id: str | None = None) -> EmbeddingF
     """Read and check an embedding file; `model_id` names the model of a file that does not say it. Every problem
     is one line naming the file, found before anything is stored."""
     path = Path(path)
+    check_readable(path)
     try:
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as error:

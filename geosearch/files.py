@@ -44,10 +44,10 @@ def check_readable(path: str | Path, source: str | Path | None = None) -> None:
     device or a socket, or one outside the roots while reads are confined. A missing file passes: its opener says
     so in its own words."""
     text = str(path)
-    source = source if source is not None else path
+    source, which = _named(path, source)
     if is_remote(text):
         if _roots is not None and not _under(text, _roots):
-            raise SceneError(source, f"{text} is outside this server's archive roots, so it is not read")
+            raise SceneError(source, f"{which}is outside this server's archive roots, so it is not read")
         return
     try:
         resolved = Path(text).resolve()
@@ -55,22 +55,29 @@ def check_readable(path: str | Path, source: str | Path | None = None) -> None:
     except (OSError, RuntimeError):  # missing, unreadable, or a symlink loop
         return
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise SceneError(source, f"{text} is not a regular file (a FIFO, device or socket), so it is not read")
+        raise SceneError(source, f"{which}is not a regular file (a FIFO, device or socket), so it is not read")
     if _roots is not None and not _under(str(resolved), _roots):
-        raise SceneError(source, f"{text} is outside this server's archive roots, so it is not read")
+        raise SceneError(source, f"{which}is outside this server's archive roots, so it is not read")
+
+
+def _named(path: str | Path, source: str | Path | None) -> tuple[str | Path, str]:
+    """What an error names first (the source the user gave), and how it then names the file read, if another."""
+    if source is None or str(source) == str(path):
+        return path, ""
+    return source, f"{path} "
 
 
 def read_text(path: Path, source: str | Path | None = None) -> str:
     """A metadata file's text (bad bytes replaced), refused past MAX_TEXT_BYTES or as check_readable refuses."""
     check_readable(path, source)
+    named, which = _named(path, source)
     try:
         with open(path, "rb") as file:
             data = file.read(MAX_TEXT_BYTES + 1)
     except OSError as error:
-        raise SceneError(source or path, f"{path} cannot be read ({error.strerror})") from None
+        raise SceneError(named, f"{which}cannot be read ({error.strerror})") from None
     if len(data) > MAX_TEXT_BYTES:
-        raise SceneError(source or path, f"{path} is over {MAX_TEXT_BYTES // 2**20} MiB, too large for a metadata "
-                                         "file")
+        raise SceneError(named, f"{which}is over {MAX_TEXT_BYTES // 2**20} MiB, too large for a metadata file")
     return data.decode(errors="replace")
 
 

@@ -7,10 +7,12 @@ import geopandas as gpd
 import shapely
 
 from geosearch.errors import GeosearchError
+from geosearch.files import check_readable
 
 
 def read_polygons(path: str | Path, what: str) -> gpd.GeoDataFrame:
     """The features of a vector file in EPSG:4326; `what` names the file in errors (e.g. "--within area.gpkg")."""
+    check_readable(path, what)
     try:
         frame = gpd.read_file(path)
     except Exception as error:  # pyogrio raises its own errors for every kind of unreadable file

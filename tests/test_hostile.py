@@ -69,7 +69,7 @@ def test_a_fifo_is_refused_at_once_and_the_store_stays_usable(store, small_model
     assert time.monotonic() - started < 120
     for result in (searched, indexed):
         assert result.returncode == 1 and error_lines(result)[-1].endswith(
-            f"{fifo}: {fifo} is not a regular file (a FIFO, device or socket), so it is not read"), result.stderr
+            f"{fifo}: is not a regular file (a FIFO, device or socket), so it is not read"), result.stderr
     assert len(error_lines(searched)) == 1
     assert run_geosearch("stats", "--store", str(store)).returncode == 0  # the lock went with the process
     with open_backend(tmp_path / "new") as backend:  # the good scene beside the FIFO was indexed
@@ -191,11 +191,16 @@ def test_degenerate_queries_are_one_line(store, small_model, tmp_path):
         ("search", "--bbox", "0", "0", "1e-300", "1e-300"): "has no area on the globe",
         ("search", "--image", str(bomb)): f"{bomb}: over 64 megapixels; --image takes a smaller picture",
         ("search", "--image", str(fifo)): "is not a regular file (a FIFO, device or socket), so it is not read",
+        ("search", *BOX, "--within", str(fifo)): "is not a regular file (a FIFO, device or socket)",
+        ("import", str(fifo)): "is not a regular file (a FIFO, device or socket)",
+        ("train", "--config", str(fifo)): "cannot read the training config: it is not a regular file",
+        ("search", *BOX, "--min-score", "nan"): "--min-score nan is not a cosine from -1 to 1",
+        ("detect", *BOX, "--threshold", "nan"): "threshold nan is not a finite number",
         ("remove", str(loop)): f"no scene {str(loop)!r} in the archive",
         ("search", "--tile", "x", "--scene", str(loop)): f"no scene {str(loop)!r} in the archive",
     }
     for args, problem in cases.items():
-        result = run_geosearch(*args, *(common if args[0] != "remove" else common[:2]))
+        result = run_geosearch(*args, *{"remove": common[:2], "import": common[:2], "train": ()}.get(args[0], common))
         lines = error_lines(result)
         assert result.returncode == 1 and len(lines) == 1 and problem in lines[0], (args, result.stderr)
     thin = run_geosearch("search", "--bbox", "-54.8", "-25.2", "-54.79999999999999", "-25.19999999999999", *common)

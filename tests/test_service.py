@@ -592,5 +592,12 @@ def test_the_server_reads_nothing_outside_its_roots(tmp_path):
         fifo = served.get(f"/tiles/{local_tile}/thumbnail.png?size=96")  # not the cached picture
         assert fifo.status_code == 404 and time.monotonic() - started < 10
         assert served.get("/health").status_code == 200
+        # NaN where a number is meant is refused before any job starts; a box of the whole globe reads the scene.
+        nan_threshold = served.post("/detect", content=f'{{"tile_id": "{local_tile}", "threshold": NaN}}',
+                                    headers={"content-type": "application/json"})
+        nan_score = served.post("/search", content=f'{{"tile_id": "{local_tile}", "min_score": NaN}}',
+                                headers={"content-type": "application/json"})
+        assert nan_threshold.status_code == nan_score.status_code == 422, (nan_threshold.text, nan_score.text)
+        assert served.post("/history", json={"bbox": [-180, -90, 180, 90]}).status_code == 200
     finally:
         served.stop()

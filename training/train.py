@@ -21,7 +21,8 @@ from geosearch.encoder.checkpoint import Checkpoint, load_checkpoint, save_check
 from geosearch.encoder.device import resolve_device
 from geosearch.encoder.model import Encoder
 from geosearch.encoder.pretrained import pretrained_encoder
-from geosearch.errors import GeosearchError
+from geosearch.errors import GeosearchError, SceneError
+from geosearch.files import read_text
 from geosearch.tiling import DEFAULT_TILE_SIZE, MIN_TILE_SIZE, TilingOptions
 from training.augment import archive_views, train_transform
 from training.baselines import make_loss
@@ -183,8 +184,10 @@ class TrainConfig:
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":
         try:
-            data = tomllib.loads(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+            data = tomllib.loads(read_text(Path(path)))
+        except SceneError as error:  # missing, unreadable, not a regular file, too large
+            raise GeosearchError(f"{path}: cannot read the training config: it {error.problem}") from None
+        except tomllib.TOMLDecodeError as error:
             raise GeosearchError(f"{path}: cannot read the training config ({error})") from None
         known = {f.name for f in fields(cls)}
         if unknown := sorted(set(data) - known):

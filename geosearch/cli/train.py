@@ -11,6 +11,7 @@ from geosearch.cli.options import model_options, tiling_from, tiling_options
 from geosearch.encoder.default import open_model
 from geosearch.encoder.device import DEVICES, resolve_device
 from geosearch.errors import GeosearchError
+from geosearch.files import read_text
 
 
 @cli.command()
@@ -63,7 +64,7 @@ def evaluate(model_spec: str, dataset: str, split: str | None, out: str, device:
     if split:
         names = {name: i for i, name in enumerate(data.names)}
         try:
-            test = json.loads(Path(split).read_text())["test"]
+            test = json.loads(read_text(Path(split)))["test"]
         except (json.JSONDecodeError, KeyError, TypeError):
             raise GeosearchError(f"{split}: not a split file (a run's split.json, with a 'test' list)") from None
         if missing := [name for name in test if name not in names]:
