@@ -267,14 +267,17 @@ def _flip(path: Path, start: int, length: int) -> None:
 
 def test_a_damaged_store_says_so_in_one_line(store, small_model, tmp_path):
     """Issue 30: flipped bytes in the vectors file (cosines of thousands), every deleted flag set (0 matches), the
-    vector count zeroed (a traceback): `stats` (with --check where only reading every vector shows it) and searches
-    say the store is damaged, in one line."""
+    vector count zeroed (a traceback), a flipped byte in the ID tracker (an abort): `stats` (with --check where only
+    reading every vector shows it) and searches say the store is damaged, in one line."""
     tile_id = json.loads(run_geosearch("search", *BOX, "--store", str(store), "--model", str(small_model),
                                        "--json").stdout)["features"][0]["properties"]["tile_id"]
     damage = {
         "vectors": lambda copy: _flip(_segment_file(copy, "vector_storage/vectors/chunk_0.mmap"), 0, 16 * 4 * 80),
         "deleted": lambda copy: _flip(_segment_file(copy, "vector_storage/deleted/flags_a.dat"), 0, 16),
         "count": lambda copy: _segment_file(copy, "vector_storage/vectors/status.dat").write_bytes(b"\0" * 8),
+        # the high byte of the first point's internal id (records of a type byte, a UUID, a little-endian u32):
+        # Qdrant Edge allocated 100 GB for it and aborted the process
+        "tracker": lambda copy: _flip(_segment_file(copy, "mutable_id_tracker.mappings"), 20, 1),
     }
     for name, harm in damage.items():
         copy = tmp_path / name

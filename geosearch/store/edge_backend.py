@@ -2,8 +2,11 @@
 in a folder of its own. It has no optimizer running in the background: segments stay plain (exact search) until
 `optimize()` builds HNSW over those past HNSW_MIN_TILES, which `geosearch index` calls at the end of a run."""
 
+import contextlib
 import errno
 import functools
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -13,7 +16,7 @@ import numpy as np
 import qdrant_edge as edge
 
 from geosearch.errors import GeosearchError
-from geosearch.store.backend import HNSW_EF, HNSW_MIN_TILES, Hit, PagedScroll, free_bytes_at, vector_of
+from geosearch.store.backend import HNSW_EF, HNSW_MIN_TILES, Hit, PagedScroll, damaged, free_bytes_at, vector_of
 from geosearch.store.filters import DateRange, Filter, GeoBox, HasId, Match, MatchAny, Range
 
 _SCHEMAS = {"keyword": edge.PayloadSchemaType.Keyword, "integer": edge.PayloadSchemaType.Integer,
@@ -119,12 +122,49 @@ def reserve_mapped_files(root: Path, location: str) -> None:
         ) from None
 
 
+MANIFEST = "geosearch-manifest.json"  # beside the shards: the digests of their ID trackers as last closed
+
+
+def _trackers(root: Path) -> list[Path]:
+    """Each segment's ID tracker files: what Qdrant Edge maps external ids to points with, which it reads with no
+    checksum; a flipped byte there made it allocate 100 GB and abort the process, which no Python can catch."""
+    return sorted(path for path in root.glob("*/segments/*/*") if path.name.startswith(("mutable_id_tracker.",
+                                                                                        "id_tracker.")))
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest() for path in _trackers(root)}
+
+
+def verify_trackers(root: Path, location: str) -> None:
+    """Refuse a store whose ID trackers differ from the digests recorded when a run that wrote it closed it. A run
+    that writes removes the record first, so one killed while writing leaves none, and nothing is checked then."""
+    try:
+        recorded = json.loads((root / MANIFEST).read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        raise damaged(location, f"{MANIFEST} cannot be read") from None
+    found = _digests(root)
+    for name, digest in recorded.items():
+        if found.get(name) != digest:
+            raise damaged(location, f"{name} is not what was written")
+
+
 class EdgeBackend(PagedScroll):
     def __init__(self, root: Path):
         self.root = root
         self.location = str(root.parent)
         self._shards: dict[str, edge.EdgeShard] = {}
+        self._wrote = False
+        verify_trackers(root, self.location)
         reserve_mapped_files(root, self.location)
+
+    def _writing(self) -> None:
+        """Before the first write of this run: the recorded digests no longer hold (close records new ones)."""
+        if not self._wrote:
+            (self.root / MANIFEST).unlink(missing_ok=True)
+            self._wrote = True
 
     @_engine
     def _shard(self, name: str) -> edge.EdgeShard:
@@ -139,6 +179,7 @@ class EdgeBackend(PagedScroll):
     @_engine
     def create_collection(self, name: str, dim: int, indexes: dict[str, str]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._writing()
         shard = self._shards[name] = edge.EdgeShard.create(str(self.root / name), shard_config(dim))
         for key, kind in indexes.items():
             shard.update(edge.UpdateOperation.create_field_index(key, _SCHEMAS[kind]))
@@ -148,14 +189,17 @@ class EdgeBackend(PagedScroll):
     def upsert(self, name: str, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
         rows = vectors.astype(np.float32).tolist()
         points = [edge.Point(i, v, p) for i, v, p in zip(ids, rows, payloads, strict=True)]
+        self._writing()
         self._shard(name).update(edge.UpdateOperation.upsert_points(points))
 
     @_engine
     def delete(self, name: str, where: Filter) -> None:
+        self._writing()
         self._shard(name).update(edge.UpdateOperation.delete_points_by_filter(_filter(where)))
 
     @_engine
     def set_payload(self, name: str, where: Filter, payload: dict) -> None:
+        self._writing()
         self._shard(name).update(edge.UpdateOperation.set_payload_by_filter(_filter(where), payload))
 
     @_engine
@@ -204,6 +248,7 @@ class EdgeBackend(PagedScroll):
 
     @_engine
     def optimize(self, name: str) -> bool:
+        self._writing()
         return self._shard(name).optimize()
 
     @_engine
@@ -219,12 +264,21 @@ class EdgeBackend(PagedScroll):
             shard.flush()
 
     def close(self) -> None:
-        """Flush and close every shard. A flush that fails (a full disk) loses nothing acknowledged: Qdrant's
-        write-ahead log already holds it, and the next load replays it."""
+        """Flush and close every shard, then, after a run that wrote, record the ID trackers' digests. A flush that
+        fails (a full disk) loses nothing acknowledged: Qdrant's write-ahead log already holds it, and the next
+        load replays it; no digest is recorded then, since that replay changes the files."""
+        flushed = True
         for name, shard in self._shards.items():
             try:
                 shard.flush()
             except Exception as error:
+                flushed = False
                 log.warning("%s", _engine_error(f"{self.location} ({name})", error))
             shard.close()
         self._shards.clear()
+        if self._wrote and flushed:
+            with contextlib.suppress(OSError):  # a full disk: no record, so nothing is checked next time
+                partial = self.root / f".{MANIFEST}.partial"
+                partial.write_text(json.dumps(_digests(self.root)))
+                partial.replace(self.root / MANIFEST)
+            self._wrote = False
