@@ -89,6 +89,12 @@ def calibrate(like: np.ndarray, unlike: np.ndarray) -> float:
     return float(cuts[int(np.argmax(accuracy))])
 
 
+def check_threshold(threshold: float | None) -> None:
+    """A threshold given must be a number a score can be compared with."""
+    if threshold is not None and not np.isfinite(threshold):
+        raise GeosearchError(f"threshold {threshold} is not a finite number")
+
+
 @dataclass(frozen=True)
 class Detector:
     """A scorer of vectors and its threshold, learned from a query's examples."""
@@ -102,8 +108,7 @@ class Detector:
     def learn(cls, query: Query, method: str = "score", threshold: float | None = None) -> "Detector":
         if method not in METHODS:
             raise GeosearchError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-        if threshold is not None and not np.isfinite(threshold):
-            raise GeosearchError(f"threshold {threshold} is not a finite number")
+        check_threshold(threshold)
         positives = np.stack([q.vector for q in (query, *query.positives)])
         negatives = np.array([q.vector for q in query.negatives], dtype=np.float32).reshape(-1, len(query.vector))
         scorer = _fit(method, positives, negatives)

@@ -94,10 +94,20 @@ ENTITY_BOMB = ('<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">'
                  "</n1:Level-2A_User_Product>\n")
 
 
+def _mtd(quantification: str, offset: str) -> str:
+    """Sentinel-2 L2A metadata reduced to what geosearch reads: the quantification value and band 1's offset."""
+    return ('<?xml version="1.0"?>\n<n1:Level-2A_User_Product xmlns:n1="x"><Product_Image_Characteristics>'
+            f"<BOA_QUANTIFICATION_VALUE>{quantification}</BOA_QUANTIFICATION_VALUE>"
+            '<Spectral_Information bandId="1" physicalBand="B2"/>'
+            f'<BOA_ADD_OFFSET band_id="1">{offset}</BOA_ADD_OFFSET>'
+            "</Product_Image_Characteristics></n1:Level-2A_User_Product>\n")
+
+
 def hostile_products(folder: Path) -> dict[str, Path]:
     """Per-band products whose metadata are broken, by name: MTL scales that are text, NaN or 1e400, a 5,000-character
-    band file name, an MTL that is /dev/zero, Sentinel-2 metadata that is not XML or an entity bomb; and one whose
-    GRANULE/*/IMG_DATA is a file (read as a plain folder of bands, so it is a good one)."""
+    band file name, an MTL that is /dev/zero, Sentinel-2 metadata that is not XML, empty, an entity bomb, or gives a
+    quantification value or an offset that is no number; and one whose GRANULE/*/IMG_DATA is a file (read as a
+    plain folder of bands, so it is a good one)."""
     products = {name: landsat_product(folder / name, mult=mult) for name, mult in
                 (("abc", "abc"), ("nan", "NaN"), ("huge", "1e400"))}
     products["long"] = landsat_product(folder / "long", band2="A" * 5000 + ".TIF")
@@ -106,6 +116,9 @@ def hostile_products(folder: Path) -> dict[str, Path]:
     (products["zero"] / f"{LANDSAT_PREFIX}_MTL.txt").symlink_to("/dev/zero")
     products["notxml"] = _sentinel2(folder / "notxml.SAFE", "this is not xml {]")
     products["bomb"] = _sentinel2(folder / "bomb.SAFE", ENTITY_BOMB)
+    products["emptyxml"] = _sentinel2(folder / "emptyxml.SAFE", "")
+    products["quantification"] = _sentinel2(folder / "quantification.SAFE", _mtd("ten thousand", "-1000"))
+    products["offset"] = _sentinel2(folder / "offset.SAFE", _mtd("10000", "minus 1000"))
     products["granule_file"] = _sentinel2(folder / "granule.SAFE", None)
     (products["granule_file"] / "GRANULE" / "L2A").mkdir(parents=True)
     (products["granule_file"] / "GRANULE" / "L2A" / "IMG_DATA").write_text("not a folder")
@@ -122,8 +135,8 @@ def stac_item(item_id: str, href: str, properties: dict | None = None, **asset_f
 
 def hostile_catalog(folder: Path) -> Path:
     """A catalog that links to itself and to a second catalog linking back, holding one good item and items that
-    are a JSON list or string, with a start_datetime that is no date, eo:bands a number, raster:bands numbers or a
-    NaN scale, and a second item naming the good item's raster; its path."""
+    are a JSON list or string, with a start_datetime that is no date or a number, eo:bands a number or a list of
+    strings, raster:bands numbers or a NaN scale, and a second item naming the good item's raster; its path."""
     good = str(LANDSAT8_224077)
     eo = [{"name": n, "common_name": c} for n, c in (("B2", "blue"), ("B3", "green"), ("B4", "red"))]
     items = {
@@ -132,7 +145,10 @@ def hostile_catalog(folder: Path) -> Path:
         "string": "hello",
         "garbage_start": stac_item("garbage_start", good, {"datetime": None, "start_datetime": "not a date",
                                                            "end_datetime": "2020-05-20T00:00:00Z"}),
+        "number_start": stac_item("number_start", str(LANDSAT8_224078), {"datetime": None, "start_datetime": 1589895720,
+                                                                         "end_datetime": "2020-05-20T00:00:00Z"}),
         "eo_number": stac_item("eo_number", str(LANDSAT8_224078), **{"eo:bands": 3}),
+        "eo_strings": stac_item("eo_strings", str(LANDSAT8_224078), **{"eo:bands": ["B2", "B3", "B4"]}),
         "raster_numbers": stac_item("raster_numbers", str(LANDSAT8_224078),
                                     **{"eo:bands": eo, "raster:bands": [1, 2, 3]}),
         "nan_scale": stac_item("nan_scale", str(LANDSAT8_224078),

@@ -220,11 +220,13 @@ def test_bad_stac_items_are_one_line_each_and_the_good_item_goes_on(tmp_path):
     scenes = json.loads(result.stdout)["scenes"]
     assert [scene["stac"]["item"] for scene in scenes] == ["good"]
     errors = {line.split(": ", 2)[1].split("/")[-1]: line for line in error_lines(result)}
-    assert len(error_lines(result)) == 7, result.stderr
+    assert len(error_lines(result)) == 9, result.stderr
     for name, problem in (("list.json", "not a STAC catalog, collection or item we can read"),
                           ("string.json", "not a STAC catalog, collection or item we can read"),
                           ("garbage_start.json", "start_datetime 'not a date' is not a date"),
+                          ("number_start.json", "start_datetime 1589895720 is not a date"),
                           ("eo_number.json", "asset visual's eo:bands is 3, not a list of objects"),
+                          ("eo_strings.json", "asset visual's eo:bands is ['B2', 'B3', 'B4'], not a list of objects"),
                           ("raster_numbers.json", "asset visual's raster:bands is [1, 2, 3], not a list of objects"),
                           ("twice.json", "STAC item twice names the raster of item good, which is read once")):
         assert problem in errors[name], (name, result.stderr)
@@ -243,6 +245,9 @@ def test_bad_products_are_one_line_and_the_good_one_beside_goes_on(tmp_path):
         products["zero"]: "is not a regular file (a FIFO, device or socket), so it is not read",
         products["notxml"]: "MTD_MSIL2A.xml is not Sentinel-2 metadata we can read",
         products["bomb"]: "MTD_MSIL2A.xml is not Sentinel-2 metadata we can read",
+        products["emptyxml"]: "MTD_MSIL2A.xml is not Sentinel-2 metadata we can read",
+        products["quantification"]: "its metadata give BOA_QUANTIFICATION_VALUE = 'ten thousand', not a finite number",
+        products["offset"]: "its metadata give BOA_ADD_OFFSET = 'minus 1000', not a finite number",
     }
     granule_file, good = products["granule_file"], landsat_product(tmp_path / "good")
     result = run_geosearch("tile", *map(str, cases), str(granule_file), str(good), "--json")

@@ -599,5 +599,8 @@ def test_the_server_reads_nothing_outside_its_roots(tmp_path):
                                 headers={"content-type": "application/json"})
         assert nan_threshold.status_code == nan_score.status_code == 422, (nan_threshold.text, nan_score.text)
         assert served.post("/history", json={"bbox": [-180, -90, 180, 90]}).status_code == 200
+        through = run_geosearch("detect", "--tile", local_tile, "--threshold", "nan", "--store", str(store))
+        lines = [line for line in through.stderr.splitlines() if line.strip()]
+        assert through.returncode == 1 and len(lines) == 1 and "threshold" in lines[0], through.stderr
     finally:
         served.stop()

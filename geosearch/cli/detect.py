@@ -9,7 +9,7 @@ from rich.progress import Progress
 from geosearch.cli.main import PROGRESS_COLUMNS, cli, stderr
 from geosearch.cli.options import open_archive, query_model_options, store_options, through_server
 from geosearch.cli.search import parse_example, sent_example, served_within, within_region
-from geosearch.detect import METHODS
+from geosearch.detect import METHODS, check_threshold
 from geosearch.detect import detect as detect_places
 from geosearch.errors import StoreServed
 from geosearch.export import check_output_path, write_features
@@ -47,6 +47,7 @@ def detect(bbox: tuple | None, crs: str, tile: str | None, positives: tuple[str,
            runtime: str, store: str | None, qdrant_url: str | None, api_key: str | None, collection: str) -> None:
     """Find every place in the archive like the examples (a box or tile, and --positive ones) and unlike the
     --negative ones: each tile is scored, and touching detected tiles are merged into one polygon with its area."""
+    check_threshold(threshold)  # before anything: a NaN cannot be sent to a server either
     like = [parse_example(value, crs, "--positive") for value in positives]
     unlike = [parse_example(value, crs, "--negative") for value in negatives]
     out_path = check_output_path(out) if out else None

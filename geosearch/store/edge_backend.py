@@ -126,10 +126,11 @@ MANIFEST = "geosearch-manifest.json"  # beside the shards: the digests of their 
 
 
 def _trackers(root: Path) -> list[Path]:
-    """Each segment's ID tracker files: what Qdrant Edge maps external ids to points with, which it reads with no
-    checksum; a flipped byte there made it allocate 100 GB and abort the process, which no Python can catch."""
-    return sorted(path for path in root.glob("*/segments/*/*") if path.name.startswith(("mutable_id_tracker.",
-                                                                                        "id_tracker.")))
+    """Each segment's ID tracker mappings: what Qdrant Edge maps external ids to points with, which it reads with
+    no checksum; a flipped byte there made it allocate 100 GB and abort the process, which no Python can catch.
+    (Their versions files are left out: the first load after a write rewrites them.)"""
+    return sorted(path for path in root.glob("*/segments/*/*") if path.name in ("mutable_id_tracker.mappings",
+                                                                                 "id_tracker.mappings"))
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -277,7 +278,7 @@ class EdgeBackend(PagedScroll):
             shard.close()
         self._shards.clear()
         if self._wrote and flushed:
-            with contextlib.suppress(OSError):  # a full disk: no record, so nothing is checked next time
+            with contextlib.suppress(OSError):  # no record (a full disk): nothing is checked next time
                 partial = self.root / f".{MANIFEST}.partial"
                 partial.write_text(json.dumps(_digests(self.root)))
                 partial.replace(self.root / MANIFEST)
