@@ -292,7 +292,7 @@ def import_into(backend: Backend, embeddings: EmbeddingFile, collection: str) ->
     check_space(archive, len(embeddings.ids))
     _check_no_stolen_tiles(archive, embeddings, scene_ids)
     known = archive.stretches()
-    for profile, stretch in embeddings.own.get("stretches", {}).items():
+    for profile, stretch in (embeddings.own.get("stretches") or {}).items():
         if profile not in known:
             archive.add_stretch(profile, stretch, f"imported from {embeddings.path}")
     for rows, record in records:
@@ -332,7 +332,7 @@ def _scene_ids(embeddings: EmbeddingFile) -> np.ndarray:
 def _records(embeddings: EmbeddingFile, scene_ids: np.ndarray) -> list[tuple[np.ndarray, dict]]:
     """Each scene's rows and record (the file's own, else one made from its tiles), checked before anything is
     stored."""
-    own = {record["scene_id"]: record for record in embeddings.own.get("scenes", [])}
+    own = {record["scene_id"]: record for record in (embeddings.own.get("scenes") or [])}
     records = []
     for scene_id in dict.fromkeys(scene_ids):
         rows = np.flatnonzero(scene_ids == scene_id)

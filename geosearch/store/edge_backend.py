@@ -145,7 +145,9 @@ def verify_trackers(root: Path, location: str) -> None:
     except FileNotFoundError:
         return
     except (OSError, ValueError):
-        raise damaged(location, f"{MANIFEST} cannot be read") from None
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise damaged(location, f"{MANIFEST} cannot be read")
     found = _digests(root)
     for name, digest in recorded.items():
         if found.get(name) != digest:
