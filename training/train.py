@@ -62,9 +62,9 @@ def _is_tile_size(size: object) -> bool:
 
 # Settings that must be at least 1, or at least 0, when given.
 _POSITIVE = ("embedding_dim", "input_size", "classes_per_batch", "per_class", "whiten", "whiten_views")
-_CHECKED_ON_THEIR_OWN = ("tile_size", "whiten_tile_sizes", "whiten_shrinkage")  # in __post_init__, in their words
 _NON_NEGATIVE = ("epochs", "batches_per_epoch", "lr_backbone", "lr_head", "weight_decay", "warmup_epochs", "workers",
                  "shift", "band_swap", "keep", "keep_temperature")  # a rate of 0 freezes its part
+_CHECKED_ON_THEIR_OWN = ("tile_size", "whiten_tile_sizes", "whiten_shrinkage")  # in __post_init__, in their words
 
 
 def _check_types(config: "TrainConfig") -> None:
@@ -89,6 +89,7 @@ def _check_types(config: "TrainConfig") -> None:
             raise GeosearchError(f"{setting.name} = {value!r}: give a number above 0")
         if value is not None and setting.name in _NON_NEGATIVE and value < 0:
             raise GeosearchError(f"{setting.name} = {value!r}: give 0 or more")
+
 
 def _check_loss(name: str, options: dict) -> None:
     """The loss made with its options and tried on a small batch: an option of the wrong name, type or value is one
