@@ -81,6 +81,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from hostile import (
     HOSTILE_SETTINGS,
     LANDSAT_PREFIX,
+    STORE_DAMAGE,
+    damage_store,
     good_and_bad_folder,
     hostile_catalog,
     hostile_embeddings,
@@ -411,27 +413,6 @@ def row_bad_inputs(shell: Shell, inputs: dict[str, Path], model: Path, ref: Path
 # Row 7: hostile files of issue 30, from the command line
 
 
-def _flip(path: Path, start: int, length: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[start:start + length] = bytes(b ^ 0xFF for b in data[start:start + length])
-    path.write_bytes(bytes(data))
-
-
-def _damaged(store: Path, name: str) -> Path:
-    """A copy of `store` with one kind of damage to its tiles' segment files."""
-    (segment,) = (store / "edge" / "tiles" / "segments").iterdir()
-    vectors = segment / "vector_storage"
-    if name == "vectors":
-        _flip(vectors / "vectors" / "chunk_0.mmap", 0, 16 * 4 * 80)
-    elif name == "deleted":
-        _flip(vectors / "deleted" / "flags_a.dat", 0, 16)
-    elif name == "tracker":  # the high byte of the first point's internal id: Qdrant Edge aborted on it
-        _flip(segment / "mutable_id_tracker.mappings", 20, 1)
-    else:
-        (vectors / "vectors" / "status.dat").write_bytes(b"\0" * 8)
-    return store
-
-
 def _nan_model(model: Path, path: Path) -> Path:
     from geosearch.encoder.checkpoint import Checkpoint, load_checkpoint, model_id_of, save_checkpoint
 
@@ -502,8 +483,8 @@ def hostile_file_cases(shell: Shell, model: Path, ref: Path) -> list[tuple[str, 
         ("index --model with NaN weights", ["index", AERIAL_3857, "--store", w / "stores" / "nan", "--model",
                                             nan_model], {}, "one line"),
     ]
-    cases += [(f"stats --check: damaged {name}", ["stats", "--check", "--store", _damaged(ref_copy(), name)], {},
-               "one line") for name in ("vectors", "deleted", "count", "tracker")]
+    cases += [(f"stats --check: damaged {name}", ["stats", "--check", "--store", damage_store(ref_copy(), name)], {},
+               "one line") for name in STORE_DAMAGE]
     return cases
 
 
@@ -1126,9 +1107,8 @@ def row_hostile(served: Served, root: Path, outside: Path, tile_id: str) -> dict
     # Index jobs that must end failed (or be refused), never index what lies outside the roots, never hang.
     (root / "notes.tif").write_text("not a raster")
     write_mosaic(AERIAL_3857, root / "outside.vrt", 1, 1)  # a VRT under the root, its pixels outside it
-    product = landsat_product(root / "product")  # its MTL names bands outside the root
-    (product / f"{LANDSAT_PREFIX}_MTL.txt").write_text("".join(
-        f'FILE_NAME_BAND_{n} = "{os.path.relpath(outside / "secret.tif", product)}"\n' for n in (2, 3, 4)))
+    product = landsat_product(root / "product", files=dict.fromkeys(  # its MTL names bands outside the root
+        (2, 3, 4), os.path.relpath(outside / "secret.tif", root / "product")))
     (root / "item.json").write_text(json.dumps(stac_item("decoy", str(outside / "secret.tif"))))
     (root / "item.json#visual").write_text("a file of that name, not the item's asset")
     jobs = [("job: a non-raster under the root", [str(root / "notes.tif")], "failed"),

@@ -21,7 +21,7 @@ from geosearch.files import file_state
 from geosearch.grid import EdgeMode, GridMode
 from geosearch.scene import Scene
 from geosearch.store.archive import Archive
-from geosearch.stretch import ProfileStretches, Stretch
+from geosearch.stretch import ProfileStretches, Stretch, finite_number
 from geosearch.tiling import TilingOptions
 
 # Qdrant Edge writes through memory-mapped files: on a full disk the kernel kills the process (SIGBUS) before any
@@ -111,9 +111,9 @@ def check_record(record: object) -> dict:
             raise GeosearchError(f"{where}: its tiling or stretch is not one geosearch records ({error})") from None
         if not (isinstance(tiling.tile_size, int) and isinstance(tiling.step, int) and tiling.tile_size > 0
                 and tiling.step > 0 and all(isinstance(b, int) and b > 0 for b in tiling.bands or ())
-                and _finite(record.get("gsd_m")) and record["gsd_m"] > 0 and _finite(tiling.min_valid)
-                and (tiling.gsd is None or (_finite(tiling.gsd) and tiling.gsd > 0))
-                and (tiling.nodata is None or _finite(tiling.nodata))):
+                and finite_number(record.get("gsd_m")) and record["gsd_m"] > 0 and finite_number(tiling.min_valid)
+                and (tiling.gsd is None or (finite_number(tiling.gsd) and tiling.gsd > 0))
+                and (tiling.nodata is None or finite_number(tiling.nodata))):
             raise GeosearchError(f"{where}: its tiling {record['tiling']} is not one geosearch records")
     return record
 
@@ -134,10 +134,6 @@ def on_the_globe(bounds: np.ndarray) -> np.ndarray:
     """Which (min lon, min lat, max lon, max lat) rows are finite lon/lat bounds."""
     lon, lat = bounds[:, [0, 2]], bounds[:, [1, 3]]
     return (np.isfinite(bounds).all(axis=1) & (np.abs(lon) <= 180).all(axis=1) & (np.abs(lat) <= 90).all(axis=1))
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def _tiling_key(tiling: TilingOptions, gsd_m: float) -> str:

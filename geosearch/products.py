@@ -111,8 +111,8 @@ def _landsat(path: str, mtl: Path) -> Product:
         file = mtl.parent / given
         if len(given) > 255 or not file.is_file():
             raise SceneError(path, f"its MTL names {given[:80]} for band {number}, which is not there")
-        scale = _number(values, f"REFLECTANCE_MULT_BAND_{number}", path)
-        offset = _number(values, f"REFLECTANCE_ADD_BAND_{number}", path)
+        scale = _number(values.get(f"REFLECTANCE_MULT_BAND_{number}"), f"REFLECTANCE_MULT_BAND_{number}", path)
+        offset = _number(values.get(f"REFLECTANCE_ADD_BAND_{number}"), f"REFLECTANCE_ADD_BAND_{number}", path)
         bands.append(Band(f"B{number}", common, file, scale, offset))
     if not bands:
         raise SceneError(path, f"its MTL ({mtl.name}) names no band file (FILE_NAME_BAND_N)")
@@ -123,9 +123,8 @@ def _landsat(path: str, mtl: Path) -> Product:
     return Product(path, bands, {key: value for key, value in tags.items() if value})
 
 
-def _number(values: dict, key: str, path: str) -> float | None:
-    """A finite number the metadata give for `key` (as text or a number), or None where they give none."""
-    text = values.get(key)
+def _number(text: object, key: str, path: str) -> float | None:
+    """The finite number the metadata give for `key` (as text or a number), or None where they give none."""
     if text is None or text == "":
         return None
     try:
@@ -159,7 +158,7 @@ def _s2_metadata(path: Path, product: str) -> tuple[float | None, dict[str, floa
     except (SafeXML.ParseError, DefusedXmlException) as error:
         raise SceneError(product, f"{path.name} is not Sentinel-2 metadata we can read ({error})") from None
     texts = {element.tag.split("}")[-1]: (element.text or "").strip() for element in root.iter()}
-    quantification = _number(texts, "BOA_QUANTIFICATION_VALUE", product)
+    quantification = _number(texts.get("BOA_QUANTIFICATION_VALUE"), "BOA_QUANTIFICATION_VALUE", product)
     if quantification is not None and quantification <= 0:
         raise SceneError(product, f"its metadata give BOA_QUANTIFICATION_VALUE = {quantification}, not above 0")
     names = {element.get("bandId"): element.get("physicalBand") for element in root.iter()
@@ -168,7 +167,7 @@ def _s2_metadata(path: Path, product: str) -> tuple[float | None, dict[str, floa
     for element in root.iter():
         if element.tag.endswith("BOA_ADD_OFFSET") and quantification and element.get("band_id") in names:
             physical = names[element.get("band_id")]  # B1…B12, B8A
-            offset = _number({"BOA_ADD_OFFSET": (element.text or "").strip()}, "BOA_ADD_OFFSET", product)
+            offset = _number((element.text or "").strip(), "BOA_ADD_OFFSET", product)
             offsets[physical if len(physical) == 3 else f"B0{physical[1:]}"] = (offset or 0.0) / quantification
     tags = {"SPACECRAFT_NAME": texts.get("SPACECRAFT_NAME", "Sentinel-2"),
             "PRODUCT_START_TIME": texts.get("PRODUCT_START_TIME", "")}
@@ -194,8 +193,8 @@ def _stac_assets(path: str) -> Product:
         for index, band in enumerate(described or [{}], start=1):
             name = key if len(described) <= 1 else band.get("name") or f"{key}{index}"
             scaling = scalings[index - 1] if index <= len(scalings) else {}
-            bands.append(Band(name, band.get("common_name") or name, file, _number(scaling, "scale", path),
-                              _number(scaling, "offset", path), index))
+            bands.append(Band(name, band.get("common_name") or name, file, _number(scaling.get("scale"), "scale", path),
+                              _number(scaling.get("offset"), "offset", path), index))
     when = item_time(item)
     tags = {"PLATFORM": str(item.common_metadata.platform or ""),
             "ACQUISITIONDATETIME": when.isoformat() if when else ""}

@@ -102,10 +102,14 @@ class Stretch:
         )
 
 
+def finite_number(value: object) -> bool:
+    """Whether a value read from JSON is a finite number (not text, not a boolean)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
 def _numbers(values: object, count: int) -> bool:
-    """Whether `values` is a list of `count` finite numbers (JSON's: not text, not booleans)."""
-    return (isinstance(values, list | tuple) and len(values) == count
-            and all(isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in values))
+    """Whether `values` is a list of `count` finite numbers."""
+    return isinstance(values, list | tuple) and len(values) == count and all(map(finite_number, values))
 
 
 def _spread(limits: np.ndarray) -> tuple[float, float]:

@@ -69,14 +69,19 @@ def hostile_rasters(folder: Path) -> dict[str, Path]:
     return rasters
 
 
-def landsat_product(folder: Path, mult: str = "2.75E-05", band2: str | None = None) -> Path:
-    """The 224/077 crop as a Landsat Collection 2 product: SR_B2…B4 and an MTL giving `mult` as each band's scale
-    (and `band2` as band 2's file name, if given)."""
+def landsat_product(folder: Path, mult: str = "2.75E-05", files: dict[int, str] | None = None) -> Path:
+    """The 224/077 crop as a Landsat Collection 2 Level-2 product acquired 2020-05-19: SR_B2, SR_B3, SR_B4 and an
+    MTL giving `mult` as each band's scale, and naming `files` instead of some bands' own files."""
     split_bands(LANDSAT8_224077, folder, [f"{LANDSAT_PREFIX}_SR_B{n}.TIF" for n in (2, 3, 4)])
-    names = {n: f"{LANDSAT_PREFIX}_SR_B{n}.TIF" for n in (2, 3, 4)} | ({2: band2} if band2 else {})
-    lines = [f'FILE_NAME_BAND_{n} = "{file}"\nREFLECTANCE_MULT_BAND_{n} = {mult}\nREFLECTANCE_ADD_BAND_{n} = -0.2'
-             for n, file in names.items()]
-    (folder / f"{LANDSAT_PREFIX}_MTL.txt").write_text("\n".join([*lines, 'SPACECRAFT_ID = "LANDSAT_8"', ""]))
+    names = {n: f"{LANDSAT_PREFIX}_SR_B{n}.TIF" for n in (2, 3, 4)} | (files or {})
+    files_text = "\n".join(f'    FILE_NAME_BAND_{n} = "{file}"' for n, file in names.items())
+    scaling = "\n".join(f"    REFLECTANCE_MULT_BAND_{n} = {mult}\n    REFLECTANCE_ADD_BAND_{n} = -0.2" for n in names)
+    (folder / f"{LANDSAT_PREFIX}_MTL.txt").write_text(
+        f"GROUP = LANDSAT_METADATA_FILE\n  GROUP = PRODUCT_CONTENTS\n{files_text}\n  END_GROUP = PRODUCT_CONTENTS\n"
+        '  GROUP = IMAGE_ATTRIBUTES\n    SPACECRAFT_ID = "LANDSAT_8"\n    SENSOR_ID = "OLI_TIRS"\n'
+        '    DATE_ACQUIRED = 2020-05-19\n    SCENE_CENTER_TIME = "13:42:21.1234560Z"\n'
+        "  END_GROUP = IMAGE_ATTRIBUTES\n  GROUP = LEVEL2_SURFACE_REFLECTANCE_PARAMETERS\n"
+        f"{scaling}\n  END_GROUP = LEVEL2_SURFACE_REFLECTANCE_PARAMETERS\nEND_GROUP = LANDSAT_METADATA_FILE\nEND\n")
     return folder
 
 
@@ -110,7 +115,7 @@ def hostile_products(folder: Path) -> dict[str, Path]:
     plain folder of bands, so it is a good one)."""
     products = {name: landsat_product(folder / name, mult=mult) for name, mult in
                 (("abc", "abc"), ("nan", "NaN"), ("huge", "1e400"))}
-    products["long"] = landsat_product(folder / "long", band2="A" * 5000 + ".TIF")
+    products["long"] = landsat_product(folder / "long", files={2: "A" * 5000 + ".TIF"})
     products["zero"] = landsat_product(folder / "zero")
     (products["zero"] / f"{LANDSAT_PREFIX}_MTL.txt").unlink()
     (products["zero"] / f"{LANDSAT_PREFIX}_MTL.txt").symlink_to("/dev/zero")
@@ -123,6 +128,33 @@ def hostile_products(folder: Path) -> dict[str, Path]:
     (products["granule_file"] / "GRANULE" / "L2A").mkdir(parents=True)
     (products["granule_file"] / "GRANULE" / "L2A" / "IMG_DATA").write_text("not a folder")
     return products
+
+
+def _flip(path: Path, start: int, length: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[start:start + length] = bytes(b ^ 0xFF for b in data[start:start + length])
+    path.write_bytes(bytes(data))
+
+
+STORE_DAMAGE = ("vectors", "deleted", "count", "tracker")
+
+
+def damage_store(store: Path, name: str) -> Path:
+    """An embedded store (of one segment) with one kind of damage to its tiles' segment files (STORE_DAMAGE):
+    flipped bytes in the first 80 vectors of 16 floats, the first 128 deleted flags set, the vector count zeroed,
+    or the high byte of the first point's internal id in the ID tracker (records of a type byte, a UUID and a
+    little-endian u32), which Qdrant Edge allocated 100 GB for and aborted on."""
+    (segment,) = (store / "edge" / "tiles" / "segments").iterdir()
+    vectors = segment / "vector_storage"
+    if name == "vectors":
+        _flip(vectors / "vectors" / "chunk_0.mmap", 0, 16 * 4 * 80)
+    elif name == "deleted":
+        _flip(vectors / "deleted" / "flags_a.dat", 0, 16)
+    elif name == "count":
+        (vectors / "vectors" / "status.dat").write_bytes(b"\0" * 8)
+    else:
+        _flip(segment / "mutable_id_tracker.mappings", 20, 1)
+    return store
 
 
 def stac_item(item_id: str, href: str, properties: dict | None = None, **asset_fields) -> dict:

@@ -24,6 +24,8 @@ from geosearch.store import open_backend
 from geosearch.store.archive import Archive
 from geosearch.tiling import TilingOptions
 from hostile import (
+    STORE_DAMAGE,
+    damage_store,
     good_and_bad_folder,
     hostile_catalog,
     hostile_products,
@@ -259,35 +261,16 @@ def test_bad_products_are_one_line_and_the_good_one_beside_goes_on(tmp_path):
         assert line.startswith(f"error: {folder}: ") and problem in line, (problem, line)
 
 
-def _segment_file(store: Path, name: str) -> Path:
-    (path,) = (store / "edge" / "tiles").glob(f"segments/*/{name}")
-    return path
-
-
-def _flip(path: Path, start: int, length: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[start:start + length] = bytes(b ^ 0xFF for b in data[start:start + length])
-    path.write_bytes(bytes(data))
-
-
 def test_a_damaged_store_says_so_in_one_line(store, small_model, tmp_path):
     """Issue 30: flipped bytes in the vectors file (cosines of thousands), every deleted flag set (0 matches), the
     vector count zeroed (a traceback), a flipped byte in the ID tracker (an abort): `stats` (with --check where only
     reading every vector shows it) and searches say the store is damaged, in one line."""
     tile_id = json.loads(run_geosearch("search", *BOX, "--store", str(store), "--model", str(small_model),
                                        "--json").stdout)["features"][0]["properties"]["tile_id"]
-    damage = {
-        "vectors": lambda copy: _flip(_segment_file(copy, "vector_storage/vectors/chunk_0.mmap"), 0, 16 * 4 * 80),
-        "deleted": lambda copy: _flip(_segment_file(copy, "vector_storage/deleted/flags_a.dat"), 0, 16),
-        "count": lambda copy: _segment_file(copy, "vector_storage/vectors/status.dat").write_bytes(b"\0" * 8),
-        # the high byte of the first point's internal id (records of a type byte, a UUID, a little-endian u32):
-        # Qdrant Edge allocated 100 GB for it and aborted the process
-        "tracker": lambda copy: _flip(_segment_file(copy, "mutable_id_tracker.mappings"), 20, 1),
-    }
-    for name, harm in damage.items():
+    for name in STORE_DAMAGE:
         copy = tmp_path / name
         shutil.copytree(store, copy, ignore=shutil.ignore_patterns(".geosearch.lock"))
-        harm(copy)
+        damage_store(copy, name)
         for args in (("stats", "--check"), ("search", *BOX, "--model", str(small_model)),
                      ("search", "--tile", tile_id, "--model", str(small_model))):
             result = run_geosearch(*args, "--store", str(copy))

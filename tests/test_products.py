@@ -13,27 +13,17 @@ import rasterio
 from conftest import run_geosearch
 from geosearch.data import LANDSAT8_224077, LANDSAT8_224078
 from geosearch.tiling import TilingOptions
+from hostile import LANDSAT_PREFIX, landsat_product
 from support import split_bands
 
 MTL_BANDS = {2: "blue", 3: "green", 4: "red"}  # the crops' bands, in order
-PREFIX = "LC08_L2SP_224077_20200519_20200820_02_T1"
+PREFIX = LANDSAT_PREFIX
 
 
 @pytest.fixture
 def landsat(tmp_path) -> Path:
     """The 224/077 crop as a Collection 2 Level-2 product: SR_B2, SR_B3, SR_B4 and the MTL, acquired 2020-05-19."""
-    folder = tmp_path / PREFIX
-    split_bands(LANDSAT8_224077, folder, [f"{PREFIX}_SR_B{n}.TIF" for n in MTL_BANDS])
-    files = "\n".join(f'    FILE_NAME_BAND_{n} = "{PREFIX}_SR_B{n}.TIF"' for n in MTL_BANDS)
-    scaling = "\n".join(f"    REFLECTANCE_MULT_BAND_{n} = 2.75E-05\n    REFLECTANCE_ADD_BAND_{n} = -0.2"
-                        for n in MTL_BANDS)
-    (folder / f"{PREFIX}_MTL.txt").write_text(
-        f"GROUP = LANDSAT_METADATA_FILE\n  GROUP = PRODUCT_CONTENTS\n{files}\n  END_GROUP = PRODUCT_CONTENTS\n"
-        '  GROUP = IMAGE_ATTRIBUTES\n    SPACECRAFT_ID = "LANDSAT_8"\n    SENSOR_ID = "OLI_TIRS"\n'
-        '    DATE_ACQUIRED = 2020-05-19\n    SCENE_CENTER_TIME = "13:42:21.1234560Z"\n'
-        "  END_GROUP = IMAGE_ATTRIBUTES\n  GROUP = LEVEL2_SURFACE_REFLECTANCE_PARAMETERS\n"
-        f"{scaling}\n  END_GROUP = LEVEL2_SURFACE_REFLECTANCE_PARAMETERS\nEND_GROUP = LANDSAT_METADATA_FILE\nEND\n")
-    return folder
+    return landsat_product(tmp_path / PREFIX)
 
 
 MTD = """\

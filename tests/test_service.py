@@ -32,6 +32,7 @@ from geosearch.search import Filters
 from geosearch.service.app import Service, create_app
 from geosearch.store import open_backend
 from geosearch.store.archive import Archive
+from hostile import LANDSAT_PREFIX, landsat_product
 from support import split_bands, write_mosaic_vrt
 
 BOX = [-54.8315, -25.2208, -54.7783, -25.1723]
@@ -548,10 +549,8 @@ def test_the_server_reads_nothing_outside_its_roots(tmp_path):
     root, secret, elsewhere = tmp_path / "root", tmp_path / "secret", tmp_path / "elsewhere"
     root.mkdir()
     split_bands(LANDSAT8_224077, secret, ["B2.TIF", "B3.TIF", "B4.TIF"])
-    prefix = "LC08_L2SP_224077_20200519_20200820_02_T1"
-    (root / prefix).mkdir()
-    (root / prefix / f"{prefix}_MTL.txt").write_text(
-        "".join(f'FILE_NAME_BAND_{n} = "../../secret/B{n}.TIF"\n' for n in (2, 3, 4)) + 'SPACECRAFT_ID = "LANDSAT_8"\n')
+    mtl = landsat_product(root / "product", files={n: f"../../secret/B{n}.TIF" for n in (2, 3, 4)}) \
+        / f"{LANDSAT_PREFIX}_MTL.txt"
     item = pystac.Item("decoy", geometry=None, bbox=None, datetime=datetime(2020, 5, 18, tzinfo=UTC), properties={})
     for band in ("B2", "B3", "B4"):
         item.add_asset(band, pystac.Asset(str(secret / f"{band}.TIF"), media_type=pystac.MediaType.GEOTIFF))
@@ -571,7 +570,7 @@ def test_the_server_reads_nothing_outside_its_roots(tmp_path):
     served = Server(store, "--root", str(root))
     try:
         mtl, decoy = (_job_ended(served, served.post("/index", json={"paths": [str(path)]}))
-                      for path in (root / prefix / f"{prefix}_MTL.txt", root / "item.json#B4,B3,B2"))
+                      for path in (mtl, root / "item.json#B4,B3,B2"))
         assert mtl["state"] == "failed" and "../../secret/B2.TIF is outside this server's archive roots, so it is " \
             "not read" in mtl["errors"][0]["error"], mtl
         assert decoy["state"] == "done", decoy  # the file itself, the aerial scene, not the item's assets

@@ -185,9 +185,8 @@ class Archive:
         """A served tile's vector and payload, or None; an error for a tile of a scene that is not complete, or
         one whose vector is not the unit vector that was stored."""
         stored = self.backend.points(self.collection, [tile_id]).get(tile_id)
-        if stored and not abs(float(np.linalg.norm(stored[0])) - 1) <= UNIT_TOLERANCE:  # NaN too
-            raise damaged(self.backend.location, f"tile {tile_id}'s vector has length "
-                                                 f"{np.linalg.norm(stored[0]):.6g}, not 1")
+        if stored:
+            self._unit([tile_id], stored[0][None])
         if stored and stored[1].get("status") == "indexing":
             status = (self.scene(stored[1]["scene_id"]) or {}).get("status", "no record")
             raise GeosearchError(f"tile {tile_id} is of {stored[1]['scene_path']}, which is not completely indexed "
@@ -201,6 +200,14 @@ class Archive:
         if not hits and (counted := self.backend.count(self.collection, served)):
             raise damaged(self.backend.location, f"{counted} tiles pass the query's filters, but a search finds none")
         return hits
+
+    def _unit(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Stored vectors are unit vectors (Qdrant normalises cosine vectors): one that is not (NaN included) comes
+        from damaged files."""
+        norms = np.linalg.norm(vectors, axis=1)
+        bad = np.flatnonzero(~(np.abs(norms - 1) <= UNIT_TOLERANCE))
+        if len(bad):
+            raise damaged(self.backend.location, f"tile {ids[bad[0]]}'s vector has length {norms[bad[0]]:.6g}, not 1")
 
     def _cosines(self, hits: list[Hit]) -> list[Hit]:
         """Hits whose scores are what unit vectors give: finite, within ±1. Anything else comes from damaged files
@@ -249,20 +256,16 @@ class Archive:
             raise damaged(location, f"{served} tiles are served, but the complete scenes' records count {recorded}")
         probe = next(self.vector_pages(page=1), None)
         if probe is not None:
-            (tile_id,), vectors, _ = probe
+            ids, vectors, _ = probe
+            self._unit(ids, vectors)
             found = self.backend.query(self.collection, vectors[0], 1, SERVED, exact=True)
-            # itself (or a twin of the same vector), at a cosine of 1
-            if not (abs(np.linalg.norm(vectors[0]) - 1) <= UNIT_TOLERANCE and found
-                    and abs(found[0].score - 1) <= UNIT_TOLERANCE):
-                raise damaged(location, f"tile {tile_id} is not found by its own vector")
+            if not (found and abs(found[0].score - 1) <= UNIT_TOLERANCE):  # itself, or a twin of the same vector
+                raise damaged(location, f"tile {ids[0]} is not found by its own vector")
         if not thorough:
             return
         read = 0
         for ids, vectors, _ in self.vector_pages():
-            norms = np.linalg.norm(vectors, axis=1)
-            bad = np.flatnonzero(~(np.abs(norms - 1) <= UNIT_TOLERANCE))
-            if len(bad):
-                raise damaged(location, f"tile {ids[bad[0]]}'s vector has length {norms[bad[0]]:.6g}, not 1")
+            self._unit(ids, vectors)
             read += len(ids)
         if read != served:
             raise damaged(location, f"{served} tiles are counted, but {read} can be read")
