@@ -21,6 +21,8 @@ Protocol, written before any change method is tuned:
   Landsat in DN); and each model's cosine distance between the two dates' embeddings of the place (its stretched
   RGB, as `pixel` sees it), which is what `geosearch change` computes for a place with one tile on each side.
 - Metrics: ROC AUC and average precision (scikit-learn) per pair and place size; the mean over the reported pairs.
+Then, to see what each score meets, per pair and band: both dates' means and the mean absolute difference over the
+pixels marked changed and over those marked unchanged.
 """
 
 import argparse
@@ -118,6 +120,14 @@ def measure(name: str, pair: tuple, size: int, models: dict) -> dict:
                   "ap": {method: round(float(average_precision_score(truth, s)), 4) for method, s in scores.items()}}
 
 
+def band_differences(name: str, pair: tuple) -> str:
+    first, second, changed, unchanged = pair
+    difference = np.abs(first - second)
+    columns = [first.mean(axis=(1, 2)), second.mean(axis=(1, 2)), difference[:, changed].mean(axis=1),
+               difference[:, unchanged].mean(axis=1)]
+    return f"| {name} | " + " | ".join(" ".join(f"{v:.3g}" for v in column) for column in columns) + " |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["default", "pretrained"])
@@ -141,6 +151,11 @@ def main() -> None:
         means = " | ".join(f"{np.mean([r['auc'][m] for r in reported]):.3f} / "
                            f"{np.mean([r['ap'][m] for r in reported]):.3f}" for m in methods)
         print(f"| **mean of the {len(reported)} reported pairs** | | {size} | | {means} |")
+    print("\nPer band (OSCD: B04 B03 B02 B08, reflectance; Landsat: bands 3 2 1 4 5 7, DN)\n")
+    print("| pair | mean, first date | mean, second date | mean abs. difference, changed | unchanged |")
+    print("|---|---|---|---|---|")
+    for name, pair in pairs.items():
+        print(band_differences(name, pair))
     with args.out.open("a") as out:
         for row in rows:
             out.write(json.dumps(row | {"date": date.today().isoformat()}) + "\n")
